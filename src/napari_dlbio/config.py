@@ -1,0 +1,62 @@
+"""Pydantic settings shared by every backend.
+
+Every settings model is validated on assignment, carries a ``version`` so that a
+model saved today can be read (or refused clearly) by a later release, and is
+written into each model's ``model.json``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+DeviceName = Literal["auto", "cpu", "cuda", "mps"]
+
+
+class Settings(BaseModel):
+    """Base of all settings: strict, validated on assignment, versioned."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    version: int = Field(1, description="Settings schema version", ge=1)
+
+
+class Normalization(Settings):
+    """Percentile normalisation, as csbdeep and Cellpose do it."""
+
+    mode: Literal["percentile", "none"] = "percentile"
+    low: float = Field(1.0, ge=0.0, le=100.0, description="Lower percentile -> 0")
+    high: float = Field(99.8, ge=0.0, le=100.0, description="Upper percentile -> 1")
+    per_channel: bool = True
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Normalization:
+        if self.mode == "percentile" and self.low >= self.high:
+            raise ValueError(f"low percentile ({self.low}) must be below high ({self.high})")
+        return self
+
+
+class TrainSettings(Settings):
+    """What every trainer understands; backends extend it."""
+
+    epochs: int = Field(100, ge=1, le=100_000, description="Upper bound on epochs")
+    minutes: float | None = Field(
+        None, gt=0, description="Time budget: stop when spent and keep the best model"
+    )
+    steps_per_epoch: int = Field(50, ge=1, le=100_000, description="Batches per epoch")
+    batch_size: int = Field(8, ge=1, le=1024)
+    learning_rate: float = Field(1e-3, gt=0, lt=1)
+    val_fraction: float = Field(0.15, ge=0.0, lt=0.9, description="Share of data held out")
+    seed: int = 0
+    device: DeviceName = "auto"
+
+
+class PredictSettings(Settings):
+    """What every predictor understands; backends extend it."""
+
+    device: DeviceName = "auto"
+    tile_size: int | None = Field(
+        None, ge=32, description="Tile edge in pixels for large images (None = automatic)"
+    )
+    tile_overlap: int = Field(32, ge=0, description="Overlap between tiles in pixels")
+    batch_size: int = Field(4, ge=1, le=1024)

@@ -1,0 +1,228 @@
+"""Training data: image/label pairs from layers or folders.
+
+Only the annotated part is used: an item (a 2D slice/frame, or a 3D volume for
+3D models) counts as annotated when its labels hold any non-zero value. With
+``scribbles`` the value 0 means "not annotated" (the loss ignores it) instead of
+background; a ``region`` mask (e.g. from a shapes layer) restricts both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .axes import ItemPlan, guess_axes, validate_axes
+from .normalize import check_image
+
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+
+
+@dataclass
+class Sample:
+    image: np.ndarray                  # (C, *spatial) float32, raw intensities
+    target: np.ndarray | None = None   # (*spatial) int32 labels; None when self-supervised
+    mask: np.ndarray | None = None     # (*spatial) bool: where target is valid
+    source: str = ""
+
+
+@dataclass
+class TrainingData:
+    samples: list[Sample]
+    ndim: int = 2
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_channels(self) -> int:
+        return self.samples[0].image.shape[0] if self.samples else 1
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def split(self, val_fraction: float, seed: int = 0) -> tuple[list[Sample], list[Sample]]:
+        """Hold out whole samples; with one sample, hold out a strip of it instead."""
+        if val_fraction <= 0 or not self.samples:
+            return list(self.samples), []
+        if len(self.samples) == 1:
+            return _split_one(self.samples[0], val_fraction)
+        rng = np.random.default_rng(seed)
+        order = rng.permutation(len(self.samples))
+        n_val = max(1, int(round(val_fraction * len(self.samples))))
+        n_val = min(n_val, len(self.samples) - 1)
+        val = [self.samples[i] for i in sorted(order[:n_val])]
+        train = [self.samples[i] for i in sorted(order[n_val:])]
+        return train, val
+
+
+def _split_one(s: Sample, val_fraction: float) -> tuple[list[Sample], list[Sample]]:
+    # One annotated image: keep the last rows (along Y) for validation.
+    ny = s.image.shape[-2]
+    cut = int(round(ny * (1 - val_fraction)))
+    if cut < 32 or ny - cut < 32:
+        return [s], []
+
+    def part(sl: slice) -> Sample:
+        return Sample(
+            s.image[..., sl, :],
+            None if s.target is None else s.target[..., sl, :],
+            None if s.mask is None else s.mask[..., sl, :],
+            f"{s.source}[rows {sl.start or 0}:{sl.stop or ny}]",
+        )
+
+    return [part(slice(0, cut))], [part(slice(cut, None))]
+
+
+def _count_objects(target: np.ndarray) -> int:
+    return int(len(np.unique(target)) - (1 if (target == 0).any() else 0))
+
+
+def from_arrays(
+    image,
+    labels=None,
+    axes: str | None = None,
+    ndim: int = 2,
+    name: str = "image",
+    labels_name: str = "labels",
+    region: np.ndarray | None = None,
+    scribbles: bool = False,
+    channels: Sequence[int] | None = None,
+    rgb: bool = False,
+) -> TrainingData:
+    """Pairs from one image array and its labels (same shape without C).
+
+    ``labels=None`` gives self-supervised samples (every item is used).
+    """
+    shape = tuple(image.shape)
+    axes = validate_axes(axes or guess_axes(shape, rgb=rgb), shape)
+    plan = ItemPlan(axes, shape, ndim, tuple(channels) if channels is not None else None)
+    if labels is not None:
+        expected = plan.out_shape()
+        if tuple(labels.shape) != expected:
+            raise ValueError(
+                f"labels {labels_name!r} have shape {tuple(labels.shape)} but image {name!r} "
+                f"needs {expected} (its shape {shape} without the channel axis)"
+            )
+        if not np.issubdtype(np.asarray(labels[(0,) * labels.ndim]).dtype, np.integer):
+            raise ValueError(f"labels {labels_name!r} must hold integers, not {labels.dtype}")
+    label_plan = ItemPlan(plan.out_axes(), plan.out_shape(), ndim) if labels is not None else None
+    samples, used = [], []
+    n_objects = 0
+    for idx in plan.indices():
+        target = mask = None
+        if label_plan is not None:
+            target = label_plan.read(labels, idx)[0].astype(np.int32)
+            if not target.any():
+                continue
+            mask = target > 0 if scribbles else None
+            if region is not None:
+                reg = np.asarray(label_plan.read(region, idx)[0] > 0) if region.ndim == len(plan.out_shape()) else np.broadcast_to(region > 0, target.shape)
+                mask = reg if mask is None else mask & reg
+                if not (target[reg] > 0).any():
+                    continue
+            n_objects += _count_objects(target if mask is None else np.where(mask, target, 0))
+        item = plan.read(image, idx)
+        check_image(item, f"image {name!r}" + (f" at {_where(plan, idx)}" if idx else ""))
+        samples.append(Sample(item, target, mask, f"{name}{'[' + _where(plan, idx) + ']' if idx else ''}"))
+        used.append(dict(zip(plan.loop_axes, map(int, idx))))
+    if not samples:
+        raise ValueError(
+            f"no annotated slice in labels {labels_name!r}: paint at least one object "
+            "(any non-zero label) in a slice/frame to train on it"
+            if labels is not None
+            else f"image {name!r} has no data to train on"
+        )
+    prov = {
+        "sources": [{"image": name, "labels": labels_name if labels is not None else None, "axes": axes, "shape": list(shape)}],
+        "items": used,
+        "n_items": len(samples),
+        "n_objects": n_objects,
+        "scribbles": scribbles,
+        "region": region is not None,
+    }
+    return TrainingData(samples, ndim, prov)
+
+
+def _where(plan: ItemPlan, idx: tuple[int, ...]) -> str:
+    return ",".join(f"{a.lower()}={i}" for a, i in zip(plan.loop_axes, idx))
+
+
+def combine(parts: Sequence[TrainingData]) -> TrainingData:
+    """Several layers' or files' data as one set, provenance merged."""
+    parts = [p for p in parts if p.samples]
+    if not parts:
+        raise ValueError("no training data")
+    nd = {p.ndim for p in parts}
+    nc = {p.n_channels for p in parts}
+    if len(nd) > 1 or len(nc) > 1:
+        raise ValueError(f"training images disagree in dimensionality {sorted(nd)} or channels {sorted(nc)}")
+    prov: dict[str, Any] = {"sources": [], "items": [], "n_items": 0, "n_objects": 0}
+    for p in parts:
+        for k in ("sources", "items"):
+            prov[k] += p.provenance.get(k, [])
+        for k in ("n_items", "n_objects"):
+            prov[k] += p.provenance.get(k, 0)
+        for k in ("scribbles", "region"):
+            prov[k] = prov.get(k, False) or p.provenance.get(k, False)
+    return TrainingData([s for p in parts for s in p.samples], nd.pop(), prov)
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    folder = Path(folder).expanduser()
+    if folder.is_file():
+        return [folder]
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no such folder or file: {folder}")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
+    return files
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    path = Path(path)
+    if path.suffix.lower() in (".tif", ".tiff"):
+        import tifffile
+
+        return tifffile.imread(path)
+    import skimage.io
+
+    return skimage.io.imread(path)
+
+
+def from_folders(
+    images: str | Path,
+    labels: str | Path | None = None,
+    axes: str | None = None,
+    ndim: int = 2,
+    channels: Sequence[int] | None = None,
+) -> TrainingData:
+    """Pairs matched by file name (``train/images/a.tif`` with ``train/masks/a.tif``)."""
+    image_files = list_images(images)
+    label_files: dict[str, Path] = {}
+    if labels is not None:
+        label_files = {p.stem: p for p in list_images(labels)}
+        missing = [p.name for p in image_files if p.stem not in label_files]
+        if len(missing) == len(image_files):
+            raise ValueError(f"no label file in {labels} matches an image name in {images}")
+    parts = []
+    for p in image_files:
+        if labels is not None and p.stem not in label_files:
+            continue
+        img = read_image(p)
+        lab = read_image(label_files[p.stem]) if labels is not None else None
+        if lab is not None and img.ndim == lab.ndim + 1 and img.shape[-1] in (3, 4) and axes is None:
+            ax = guess_axes(img.shape, rgb=True)
+        else:
+            ax = axes
+        try:
+            parts.append(from_arrays(img, lab, ax, ndim, name=str(p), labels_name=str(label_files.get(p.stem, ""))))
+        except ValueError as exc:
+            if "no annotated" in str(exc):
+                continue
+            raise
+    data = combine(parts)
+    data.provenance["folders"] = {"images": str(images), "labels": str(labels) if labels else None}
+    return data

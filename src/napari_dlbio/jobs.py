@@ -1,0 +1,120 @@
+"""Progress and cancellation for long work, as plain callables.
+
+Compute code receives a :class:`JobContext` and calls ``ctx.report(...)`` and
+``ctx.check()``; it never knows whether a Qt worker, the CLI's progress bar or a
+test is listening. The GUI connects ``on_progress`` to a Qt signal.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Cancelled(Exception):
+    """Raised by :meth:`JobContext.check` once the user asked to stop."""
+
+
+@dataclass(frozen=True)
+class Progress:
+    done: float
+    total: float | None
+    message: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def fraction(self) -> float | None:
+        if not self.total:
+            return None
+        return min(1.0, max(0.0, self.done / self.total))
+
+
+ProgressCallback = Callable[[Progress], Any]
+
+
+class JobContext:
+    """Carries progress reports out of and a cancel request into a job.
+
+    Thread-safe: ``cancel`` may be called from the UI thread while the job runs
+    in a worker. ``deadline`` (seconds since the epoch) lets a time budget stop
+    training the same way a user does, without raising.
+    """
+
+    def __init__(
+        self,
+        on_progress: ProgressCallback | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+    ) -> None:
+        self._on_progress = on_progress
+        self._should_cancel = should_cancel
+        self._cancel = threading.Event()
+        self.last: Progress | None = None
+
+    def report(
+        self,
+        done: float,
+        total: float | None = None,
+        message: str = "",
+        **metrics: float,
+    ) -> None:
+        self.last = Progress(done, total, message, {k: float(v) for k, v in metrics.items()})
+        if self._on_progress is not None:
+            self._on_progress(self.last)
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        if self._should_cancel is not None and self._should_cancel():
+            self._cancel.set()
+        return self._cancel.is_set()
+
+    def check(self) -> None:
+        """Raise :class:`Cancelled` if the user asked to stop."""
+        if self.cancelled:
+            raise Cancelled("cancelled by the user")
+
+    def span(self, start: float, stop: float, total: float) -> JobContext:
+        """A child context whose progress 0..1 maps onto ``start..stop`` of ``total``.
+
+        Used for a batch of images: each image's job reports its own progress and
+        the parent shows progress over the whole batch. Cancelling either cancels both.
+        """
+        parent = self
+
+        def forward(p: Progress) -> None:
+            frac = p.fraction if p.fraction is not None else 0.0
+            parent.report(start + frac * (stop - start), total, p.message, **p.metrics)
+
+        child = JobContext(forward, lambda: parent.cancelled)
+        child._cancel = self._cancel
+        return child
+
+
+class Deadline:
+    """A wall-clock budget in minutes (``None`` = unlimited)."""
+
+    def __init__(self, minutes: float | None) -> None:
+        self.start = time.monotonic()
+        self.seconds = None if minutes is None else float(minutes) * 60.0
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+    @property
+    def fraction(self) -> float:
+        if not self.seconds:
+            return 0.0
+        return min(1.0, self.elapsed / self.seconds)
+
+    def passed(self) -> bool:
+        return self.seconds is not None and self.elapsed >= self.seconds
+
+
+def null_context() -> JobContext:
+    return JobContext()

@@ -1,0 +1,36 @@
+"""Intensity normalisation and input checks shared by all backends."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .config import Normalization
+
+
+def check_image(item: np.ndarray, name: str = "image") -> None:
+    """Refuse input no network can use, naming the problem."""
+    if item.size == 0:
+        raise ValueError(f"{name} is empty (shape {item.shape})")
+    bad = ~np.isfinite(item)
+    if bad.any():
+        raise ValueError(
+            f"{name} contains {int(bad.sum())} NaN or infinite pixel(s); replace them "
+            "(e.g. with 0) before running a model"
+        )
+
+
+def percentile_normalize(
+    item: np.ndarray, settings: Normalization | None = None, eps: float = 1e-6
+) -> np.ndarray:
+    """Map the ``low``/``high`` percentiles of ``item`` (C, ...) to 0/1, as float32.
+
+    Percentiles are taken per channel when ``per_channel`` is set. A constant
+    image maps to zeros instead of dividing by zero.
+    """
+    settings = settings or Normalization()
+    x = np.asarray(item, dtype=np.float32)
+    if settings.mode == "none":
+        return x
+    axes = tuple(range(1, x.ndim)) if settings.per_channel and x.ndim > 1 else None
+    lo, hi = np.percentile(x, [settings.low, settings.high], axis=axes, keepdims=True)
+    return ((x - lo) / np.maximum(hi - lo, eps)).astype(np.float32, copy=False)

@@ -1,0 +1,240 @@
+"""The one job runner: predict and train for every backend.
+
+``predict`` walks the items of an image (T/Z/C handled by :mod:`axes`), calls
+the model on each, and writes results back in the input's axis order. ``train``
+splits the data, trains, evaluates on the held-out part and saves the model with
+its provenance. Neither knows about Qt: progress and cancel travel in a
+:class:`~napari_dlbio.jobs.JobContext`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import store
+from .axes import ItemPlan, guess_axes
+from .backends import get as get_backend
+from .config import PredictSettings, TrainSettings
+from .data import Sample, TrainingData
+from .jobs import Cancelled, JobContext
+from .metrics import class_iou, match, psnr
+
+OutFactory = Callable[[str, tuple, np.dtype], Any]
+
+
+@dataclass
+class Prediction:
+    outputs: dict[str, Any]          # name -> array in the input's axis order
+    axes: dict[str, str]             # name -> its axes
+    model: str
+    seconds: float = 0.0
+    cancelled: bool = False
+    n_items: int = 0
+
+
+def load_model(name_or_path: str | Path, backend: str | None = None):
+    """A model from the store (name or folder) or, with ``backend``, a pretrained name/file."""
+    if backend is not None and backend != "unet":
+        p = Path(str(name_or_path)).expanduser()
+        if not (p / store.META_FILE).is_file():
+            return get_backend(backend).pretrained(str(name_or_path))
+    info = store.read_info(store.resolve(name_or_path))
+    if backend is not None and info.backend != backend:
+        raise store.ModelError(f"{info.name} is a {info.backend} model, not {backend}")
+    model = get_backend(info.backend).load(info)
+    model.info = info
+    return model
+
+
+def model_name(model) -> str:
+    info = getattr(model, "info", None)
+    return info.name if info is not None else getattr(model, "name", model.backend)
+
+
+def predict(
+    model,
+    image,
+    axes: str | None = None,
+    settings: PredictSettings | None = None,
+    ctx: JobContext | None = None,
+    rgb: bool = False,
+    channels: tuple[int, ...] | None = None,
+    out: OutFactory | None = None,
+    unique_labels: bool = True,
+) -> Prediction:
+    """Apply ``model`` to every item of ``image`` (numpy, dask or zarr).
+
+    Items are read one at a time, so a dask/zarr stack larger than memory works
+    when ``out`` allocates outputs on disk (e.g. ``zarr.open``). Labels of separate
+    items are offset so every object of the stack has its own id. On cancel the
+    items done so far are returned with ``cancelled=True``.
+    """
+    ctx = ctx or JobContext()
+    settings = settings or _backend(model).Predict()
+    axes = axes or guess_axes(image.shape, rgb=rgb)
+    plan = ItemPlan(axes, tuple(image.shape), model.ndim, channels)
+    if plan.n_channels != model.n_channels:
+        raise ValueError(
+            f"model {model_name(model)!r} expects {model.n_channels} channel(s) but the image "
+            f"gives {plan.n_channels} (axes {plan.axes}, shape {plan.shape}); choose the channels "
+            "to use or set the axes"
+        )
+    out = out or (lambda name, shape, dtype: np.zeros(shape, dtype))
+    outputs: dict[str, Any] = {}
+    out_axes: dict[str, str] = {}
+    offset = 0
+    start = time.monotonic()
+    n = plan.n_items
+    done = 0
+    cancelled = False
+    for k, idx in enumerate(plan.indices()):
+        try:
+            ctx.check()
+            item = plan.read(image, idx)
+            res = model.predict(item, settings, ctx.span(k, k + 1, n))
+        except Cancelled:
+            cancelled = True
+            break
+        for name, arr in res.items():
+            chan = arr.ndim == model.ndim + 1
+            if name not in outputs:
+                shape = plan.out_shape(arr.shape[0] if chan else None)
+                outputs[name] = out(name, shape, arr.dtype)
+                out_axes[name] = plan.out_axes(chan)
+            if name == "labels" and unique_labels and n > 1:
+                arr = np.where(arr > 0, arr + offset, 0).astype(arr.dtype)
+                offset = max(offset, int(arr.max()))
+            plan.write(outputs[name], idx, arr, channels=chan)
+        done = k + 1
+        ctx.report(done, n, f"{done}/{n} {'slices' if n > 1 else 'image'}")
+    return Prediction(outputs, out_axes, model_name(model), time.monotonic() - start, cancelled, done)
+
+
+def _backend(model):
+    return get_backend(model.backend)
+
+
+@dataclass
+class TrainOutcome:
+    model: Any
+    path: Path | None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    fit: Any = None
+
+
+def train(
+    backend: str,
+    data: TrainingData,
+    settings: TrainSettings,
+    save_to: str | Path | None,
+    ctx: JobContext | None = None,
+    start_from: str | Path | Any | None = None,
+) -> TrainOutcome:
+    """Train a new model (or fine-tune ``start_from``), evaluate it, save it.
+
+    A cancel before any epoch finished raises :class:`Cancelled` and saves nothing;
+    a later cancel keeps and saves the best weights so far (marked in model.json).
+    """
+    ctx = ctx or JobContext()
+    be = get_backend(backend)
+    if isinstance(start_from, (str, Path)):
+        model = load_model(start_from, backend)
+    elif start_from is not None:
+        model = start_from
+    else:
+        model = be.new(settings, data.n_channels, data.ndim)
+    if data.n_channels != model.n_channels:
+        raise ValueError(
+            f"the model takes {model.n_channels} channel(s), the training images have {data.n_channels}"
+        )
+    if data.ndim != model.ndim:
+        raise ValueError(f"the model is {model.ndim}D, the training data is {data.ndim}D")
+    train_s, val_s = data.split(settings.val_fraction, settings.seed)
+    parent = getattr(model, "info", None)
+    fit = model.train(train_s, val_s, settings, ctx)
+    if fit.best_epoch < 1:
+        raise Cancelled("training was cancelled before the first epoch ended; no model was saved")
+    ctx.report(1, 1, "evaluating on validation data")
+    metrics = evaluate(model, val_s) if val_s else {}
+    metrics.update(fit.metrics)
+    metrics["training"] = fit.summary()
+    prov = dict(data.provenance)
+    prov["n_train"], prov["n_val"] = len(train_s), len(val_s)
+    prov["val_items"] = [s.source for s in val_s]
+    if parent is not None:
+        prov["fine_tuned_from"] = {"name": parent.name, "path": str(parent.path), "created": parent.created}
+    elif isinstance(start_from, str):
+        prov["fine_tuned_from"] = {"name": start_from}
+    path = None
+    if save_to is not None:
+        info = store.ModelInfo(
+            path=Path("."),
+            name=str(save_to),
+            backend=backend,
+            settings=model.settings.model_dump(mode="json"),
+            ndim=model.ndim,
+            n_channels=model.n_channels,
+            normalization=_normalization(model.settings),
+            provenance=prov,
+            metrics=metrics,
+            history=fit.history,
+            versions=store.package_versions(tuple(be.requires)),
+        )
+        path = store.save(info, model.save_weights, save_to)
+        model.info = store.read_info(path)
+    return TrainOutcome(model, path, metrics, fit)
+
+
+def _normalization(settings) -> dict:
+    norm = getattr(settings, "normalization", None)
+    return norm.model_dump(mode="json") if norm is not None else {}
+
+
+def evaluate(model, samples: list[Sample], ctx: JobContext | None = None) -> dict[str, Any]:
+    """Validation metrics: AP@0.5/F1 for instances, IoU per class for semantic, PSNR for images."""
+    own = getattr(model, "evaluate", None)
+    if own is not None:
+        return own(samples, ctx or JobContext())
+    return evaluate_predictions(model, samples, ctx)
+
+
+def evaluate_predictions(model, samples: list[Sample], ctx: JobContext | None = None) -> dict[str, Any]:
+    ctx = ctx or JobContext()
+    be = _backend(model)
+    settings = be.Predict()
+    semantic = getattr(model, "semantic", False)
+    aps, f1s, ious, psnrs = [], [], [], []
+    for s in samples:
+        res = model.predict(s.image, settings, ctx)
+        if model.output == "image":
+            if s.target is not None:
+                psnrs.append(psnr(s.target, res["image"][0]))
+            continue
+        pred = res["labels"]
+        true = s.target
+        if s.mask is not None:
+            pred = np.where(s.mask, pred, 0) if not semantic else pred
+        if semantic:
+            n = int(getattr(model, "n_classes", int(true.max()) + 1))
+            ignore = 0 if getattr(model.settings, "scribbles", False) else None
+            ious.append(class_iou(true, pred, n, ignore))
+        else:
+            m = match(true, pred)
+            aps.append(m.ap)
+            f1s.append(m.f1)
+    out: dict[str, Any] = {"n_val": len(samples)}
+    if aps:
+        out["ap50"], out["f1"] = float(np.mean(aps)), float(np.mean(f1s))
+    if ious:
+        per = np.nanmean(np.array(ious, dtype=float), axis=0)
+        out["iou_per_class"] = [None if np.isnan(v) else float(v) for v in per]
+        out["mean_iou"] = float(np.nanmean(per))
+    if psnrs:
+        out["psnr"] = float(np.mean(psnrs))
+    return out
