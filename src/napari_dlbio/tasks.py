@@ -103,6 +103,9 @@ def predict(
             break
         for name, arr in res.items():
             chan = arr.ndim == model.ndim + 1
+            if chan and arr.shape[0] == 1 and "C" not in plan.axes:
+                # A single-channel result of a single-channel image keeps the image's shape.
+                arr, chan = arr[0], False
             if name not in outputs:
                 shape = plan.out_shape(arr.shape[0] if chan else None)
                 outputs[name] = out(name, shape, arr.dtype)
