@@ -113,12 +113,12 @@ def from_arrays(
     for idx in plan.indices():
         target = mask = None
         if label_plan is not None:
-            target = label_plan.read(labels, idx)[0].astype(np.int32)
+            target = label_plan.read(labels, idx, np.int64)[0].astype(np.int32)
             if not target.any():
                 continue
             mask = target > 0 if scribbles else None
             if region is not None:
-                reg = np.asarray(label_plan.read(region, idx)[0] > 0) if region.ndim == len(plan.out_shape()) else np.broadcast_to(region > 0, target.shape)
+                reg = _region_item(region, label_plan, idx, target.shape)
                 mask = reg if mask is None else mask & reg
                 if not (target[reg] > 0).any():
                     continue
@@ -143,6 +143,13 @@ def from_arrays(
         "region": region is not None,
     }
     return TrainingData(samples, ndim, prov)
+
+
+def _region_item(region: np.ndarray, plan: ItemPlan, idx: tuple[int, ...], shape) -> np.ndarray:
+    # A region drawn on one 2D plane applies to every slice/frame of the stack.
+    if region.ndim == len(plan.shape):
+        return plan.read(region, idx, np.int64)[0] > 0
+    return np.broadcast_to(np.asarray(region) > 0, shape)
 
 
 def _where(plan: ItemPlan, idx: tuple[int, ...]) -> str:
