@@ -24,10 +24,12 @@ class Settings(BaseModel):
 class Normalization(Settings):
     """Percentile normalisation, as csbdeep and Cellpose do it."""
 
-    mode: Literal["percentile", "none"] = "percentile"
+    mode: Literal["percentile", "none"] = Field(
+        "percentile", description="percentile: map low/high percentiles to 0/1; none: use raw values"
+    )
     low: float = Field(1.0, ge=0.0, le=100.0, description="Lower percentile -> 0")
     high: float = Field(99.8, ge=0.0, le=100.0, description="Upper percentile -> 1")
-    per_channel: bool = True
+    per_channel: bool = Field(True, description="Normalise each channel on its own")
 
     @model_validator(mode="after")
     def _ordered(self) -> Normalization:
@@ -44,19 +46,25 @@ class TrainSettings(Settings):
         None, gt=0, description="Time budget: stop when spent and keep the best model"
     )
     steps_per_epoch: int = Field(50, ge=1, le=100_000, description="Batches per epoch")
-    batch_size: int = Field(8, ge=1, le=1024)
-    learning_rate: float = Field(1e-3, gt=0, lt=1)
+    batch_size: int = Field(8, ge=1, le=1024, description="Patches per training step")
+    learning_rate: float = Field(
+        1e-3, gt=0, lt=1, description="Peak learning rate (cosine schedule)",
+        json_schema_extra={"advanced": True},
+    )
     val_fraction: float = Field(0.15, ge=0.0, lt=0.9, description="Share of data held out")
-    seed: int = 0
-    device: DeviceName = "auto"
+    seed: int = Field(0, description="Random seed (data split, patches, initial weights)",
+                      json_schema_extra={"advanced": True})
+    device: DeviceName = Field("auto", description="Where to compute: auto picks a GPU if there is one")
 
 
 class PredictSettings(Settings):
     """What every predictor understands; backends extend it."""
 
-    device: DeviceName = "auto"
+    device: DeviceName = Field("auto", description="Where to compute: auto picks a GPU if there is one")
     tile_size: int | None = Field(
         None, ge=32, description="Tile edge in pixels for large images (None = automatic)"
     )
-    tile_overlap: int = Field(32, ge=0, description="Overlap between tiles in pixels")
-    batch_size: int = Field(4, ge=1, le=1024)
+    tile_overlap: int = Field(32, ge=0, description="Overlap between tiles in pixels",
+                              json_schema_extra={"advanced": True})
+    batch_size: int = Field(4, ge=1, le=1024, description="Tiles per network call",
+                            json_schema_extra={"advanced": True})

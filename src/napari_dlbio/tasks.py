@@ -38,6 +38,21 @@ class Prediction:
     n_items: int = 0
 
 
+def zarr_outputs(folder: str | Path, chunk: int = 512) -> OutFactory:
+    """Outputs as zarr arrays on disk, for stacks larger than memory.
+
+    Chunks hold one item's plane, so each write touches only its own chunks.
+    """
+
+    def make(name: str, shape: tuple, dtype) -> Any:
+        import zarr
+
+        chunks = tuple(1 for _ in shape[:-2]) + tuple(min(chunk, s) for s in shape[-2:])
+        return zarr.open(str(Path(folder) / f"{name}.zarr"), mode="w", shape=shape, chunks=chunks, dtype=dtype)
+
+    return make
+
+
 def load_model(name_or_path: str | Path, backend: str | None = None):
     """A model from the store (name or folder) or, with ``backend``, a pretrained name/file."""
     if backend is not None and backend != "unet":
@@ -78,8 +93,9 @@ def predict(
     ctx = ctx or JobContext()
     settings = settings or _backend(model).Predict()
     axes = axes or guess_axes(image.shape, rgb=rgb)
-    plan = ItemPlan(axes, tuple(image.shape), model.ndim, channels)
-    if plan.n_channels != model.n_channels:
+    ndim = item_ndim(model, settings)
+    plan = ItemPlan(axes, tuple(image.shape), ndim, channels)
+    if not accepts_channels(model, plan.n_channels):
         raise ValueError(
             f"model {model_name(model)!r} expects {model.n_channels} channel(s) but the image "
             f"gives {plan.n_channels} (axes {plan.axes}, shape {plan.shape}); choose the channels "
@@ -102,7 +118,12 @@ def predict(
             cancelled = True
             break
         for name, arr in res.items():
-            chan = arr.ndim == model.ndim + 1
+            if name == SHAPES:
+                # Vector extras (polygons) in item coordinates -> the output's coordinates.
+                outputs.setdefault(SHAPES, []).extend(_place_shapes(arr, plan, idx))
+                out_axes[SHAPES] = plan.out_axes()
+                continue
+            chan = arr.ndim == ndim + 1
             if chan and arr.shape[0] == 1 and "C" not in plan.axes:
                 # A single-channel result of a single-channel image keeps the image's shape.
                 arr, chan = arr[0], False
@@ -121,6 +142,38 @@ def predict(
 
 def _backend(model):
     return get_backend(model.backend)
+
+
+SHAPES = "shapes"  # a model may return a list of (N_vertices, ndim) float arrays under this key
+
+
+def _place_shapes(shapes, plan: ItemPlan, idx: tuple[int, ...]) -> list[np.ndarray]:
+    """Vertices in item (spatial) coordinates -> coordinates over the output's axes.
+
+    Loop axes (T, and Z for 2D models) get the item's index, so each polygon lands on
+    its own frame/slice of a napari Shapes layer with the labels' axes.
+    """
+    where = dict(zip(plan.loop_axes, idx))
+    out = []
+    for v in shapes:
+        v = np.asarray(v, dtype=np.float32)
+        cols = [np.full(len(v), where[a], np.float32) if a in where else v[:, plan.spatial_axes.index(a)]
+                for a in plan.out_axes()]
+        out.append(np.stack(cols, axis=1))
+    return out
+
+
+def item_ndim(model, settings) -> int:
+    """Spatial dims of one item: ``model.ndim`` unless the model lets its predict
+    settings choose (Cellpose: a 2D network segments 3D volumes with do_3D/stitching)."""
+    hook = getattr(model, "item_ndim", None)
+    return int(hook(settings)) if hook is not None else model.ndim
+
+
+def accepts_channels(model, n: int) -> bool:
+    """Whether ``model`` takes ``n`` input channels (Cellpose-SAM takes 1 to 3, others exactly theirs)."""
+    hook = getattr(model, "accepts_channels", None)
+    return bool(hook(n)) if hook is not None else n == model.n_channels
 
 
 @dataclass
@@ -152,7 +205,7 @@ def train(
         model = start_from
     else:
         model = be.new(settings, data.n_channels, data.ndim)
-    if data.n_channels != model.n_channels:
+    if not accepts_channels(model, data.n_channels):
         raise ValueError(
             f"the model takes {model.n_channels} channel(s), the training images have {data.n_channels}"
         )

@@ -1,0 +1,251 @@
+"""Run a job in a napari worker thread and bring its progress to the UI thread.
+
+The job gets a :class:`~napari_dlbio.jobs.JobContext`. Its progress callback runs
+in the worker; it stores the newest report and *pokes* the UI through a Qt
+signal (queued across threads, so thread-safe). Pokes are coalesced to at most
+``1 / min_interval`` per second: a tiny network can report hundreds of batches a
+second and repainting for each would freeze the window. Nothing is lost: the UI
+always reads the newest report, epoch reports (the loss-plot points) are queued
+and delivered all, and a trailing check shows the last report of a burst.
+
+Errors never escape as bare tracebacks: the job's exception is returned to the
+UI thread and shown as a napari notification with a readable message.
+
+Why a plain Python thread and not napari's ``create_worker``: workers run in
+Qt's thread pool, where sip creates and deletes the Python thread state around
+each task. torch's pybind11 layer caches a thread state per OS thread, so a
+second torch job on a pooled thread (train, then "Predict with this model")
+crashed the whole application (SIGSEGV in ``pybind11::gil_scoped_acquire``,
+torch 2.11 + PyQt6 6.11). A ``threading.Thread`` owns one thread state for its
+whole life, which torch handles fine. Results and progress still reach the UI
+through queued Qt signals.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from qtpy.QtCore import QObject, QTimer, Signal
+
+from ..jobs import Cancelled, JobContext, Progress
+
+log = logging.getLogger(__name__)
+
+# Errors whose message is written for the user; anything else also gets its type name.
+_USER_ERRORS = (ValueError, ImportError, FileNotFoundError, FloatingPointError, OSError, KeyError)
+
+
+def describe_error(exc: BaseException) -> str:
+    """A one-paragraph message for a notification."""
+    try:
+        from pydantic import ValidationError
+    except ImportError:  # pragma: no cover - pydantic is a dependency
+        ValidationError = ()  # type: ignore[assignment]
+    if isinstance(exc, ValidationError):
+        parts = []
+        for e in exc.errors():
+            where = ".".join(str(x) for x in e.get("loc", ()))
+            parts.append(f"{where.replace('_', ' ')}: {e.get('msg', '')}" if where else e.get("msg", ""))
+        return "invalid settings: " + "; ".join(parts)
+    from ..store import ModelError
+
+    if isinstance(exc, (ModelError, Cancelled, *_USER_ERRORS)):
+        return str(exc).strip("'\"") or type(exc).__name__
+    return f"{type(exc).__name__}: {exc}"
+
+
+def notify_error(exc: BaseException | str, what: str = "") -> str:
+    """Show ``exc`` as a napari error notification; returns the message shown."""
+    from napari.utils.notifications import show_error
+
+    msg = exc if isinstance(exc, str) else describe_error(exc)
+    if what:
+        msg = f"{what} failed: {msg}"
+    if isinstance(exc, BaseException) and not isinstance(exc, _expected()):
+        log.error("napari-dlbio: %s", msg, exc_info=exc)
+    show_error(msg)
+    return msg
+
+
+def notify_info(msg: str) -> None:
+    from napari.utils.notifications import show_info
+
+    show_info(msg)
+
+
+def _expected() -> tuple[type[BaseException], ...]:
+    from pydantic import ValidationError
+
+    from ..store import ModelError
+
+    return (ValidationError, ModelError, Cancelled, *_USER_ERRORS)
+
+
+class _Failed:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+class _Relay(QObject):
+    """Carries a job's events from its thread to the UI thread (queued signals)."""
+
+    yielded = Signal(object)
+    returned = Signal(object)
+    finished = Signal()
+
+
+class JobRunner(QObject):
+    """One job at a time for a dock: start, progress, cancel, result or error.
+
+    ``on_progress(latest, epoch_reports)`` runs on the UI thread, at most
+    ``1 / min_interval`` times a second.
+    """
+
+    _poke = Signal()
+
+    def __init__(
+        self,
+        parent: QObject | None = None,
+        on_progress: Callable[[Progress, list[Progress]], None] | None = None,
+        min_interval: float = 0.05,
+    ) -> None:
+        super().__init__(parent)
+        self.on_progress = on_progress
+        self.min_interval = float(min_interval)
+        self.ctx: JobContext | None = None
+        self.worker = None
+        self.n_deliveries = 0
+        self._lock = threading.Lock()
+        self._latest: Progress | None = None
+        self._shown: Progress | None = None
+        self._events: list[Progress] = []
+        self._pending = False
+        self._last_poke = 0.0
+        self._poke.connect(self._deliver)
+        # A child timer dies with this object, so a late tick cannot reach a deleted widget.
+        self._trail = QTimer(self)
+        self._trail.setSingleShot(True)
+        self._trail.setInterval(int(self.min_interval * 1000) + 20)
+        self._trail.timeout.connect(self._trailing)
+
+    # -- state --------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self.worker is not None
+
+    def cancel(self) -> None:
+        if self.ctx is not None:
+            self.ctx.cancel()
+
+    # -- start --------------------------------------------------------------------
+    def start(
+        self,
+        fn: Callable[[JobContext], Any],
+        on_done: Callable[[Any], None] | None = None,
+        on_error: Callable[[BaseException], None] | None = None,
+        on_yield: Callable[[Any], None] | None = None,
+        on_finished: Callable[[], None] | None = None,
+    ):
+        """Run ``fn(ctx)`` in a worker thread; a generator ``fn`` may yield partial results."""
+        if self.running:
+            raise RuntimeError("a job is already running")
+        ctx = JobContext(self._from_worker)
+        self.ctx = ctx
+        with self._lock:
+            self._latest = self._shown = None
+            self._events = []
+            self._pending = False
+
+        relay = _Relay(self)
+
+        def emit(signal, *args) -> None:
+            try:
+                signal.emit(*args)
+            except RuntimeError:  # the dock was closed while the job ran: nobody to tell
+                ctx.cancel()
+
+        def work():
+            try:
+                res = fn(ctx)
+                if inspect.isgenerator(res):
+                    while True:
+                        try:
+                            item = next(res)
+                        except StopIteration as stop:
+                            res = stop.value
+                            break
+                        emit(relay.yielded, item)
+                emit(relay.returned, res)
+            except BaseException as exc:  # noqa: BLE001 - handed to the UI thread
+                emit(relay.returned, _Failed(exc))
+            finally:
+                emit(relay.finished)
+
+        def returned(res):
+            if isinstance(res, _Failed):
+                if on_error is not None:
+                    on_error(res.exc)
+                else:
+                    notify_error(res.exc)
+            elif on_done is not None:
+                on_done(res)
+
+        def finished():
+            self._deliver()
+            self.worker = None
+            self.ctx = None
+            relay.deleteLater()
+            if on_finished is not None:
+                on_finished()
+
+        if on_yield is not None:
+            relay.yielded.connect(on_yield)
+        relay.returned.connect(returned)
+        relay.finished.connect(finished)
+        worker = threading.Thread(target=work, name="napari-dlbio job", daemon=True)
+        self.worker = worker
+        worker.start()
+        return worker
+
+    # -- progress bridge ------------------------------------------------------------
+    def _from_worker(self, p: Progress) -> None:
+        """Called in the worker thread for every report."""
+        now = time.monotonic()
+        with self._lock:
+            self._latest = p
+            important = "epoch" in p.metrics
+            if important:
+                self._events.append(p)
+            if self._pending or (not important and now - self._last_poke < self.min_interval):
+                return
+            self._pending = True
+            self._last_poke = now
+        try:
+            self._poke.emit()
+        except RuntimeError:  # the dock was closed while the job ran
+            pass
+
+    def _deliver(self) -> None:
+        with self._lock:
+            p, events = self._latest, self._events
+            self._events = []
+            self._pending = False
+            fresh = p is not None and p is not self._shown
+            self._shown = p
+        if (fresh or events) and self.on_progress is not None:
+            self.n_deliveries += 1
+            self.on_progress(p, events)
+        if fresh:
+            # The last report of a burst may have been coalesced away: look again soon.
+            self._trail.start()
+
+    def _trailing(self) -> None:
+        with self._lock:
+            stale = self._latest is not None and self._latest is not self._shown and not self._pending
+        if stale:
+            self._deliver()

@@ -1,0 +1,368 @@
+"""The Cellpose backend: settings, the model wrapper (predict / fine-tune / save), BACKEND.
+
+Prediction calls ``CellposeModel.eval`` on each item that :func:`tasks.predict`
+hands over, so results are Cellpose's own. A 2D network segments Z stacks in two
+ways, chosen by the predict settings (hence :meth:`CellposeNet.item_ndim`):
+``do_3D`` (flows from the YX, ZY and ZX planes, one call per volume) or
+``stitch_threshold > 0`` (slices one at a time, with progress and cancel between
+slices, then Cellpose's own stitching). Fine-tuning lives in :mod:`.finetune`.
+"""
+
+from __future__ import annotations
+
+import copy
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from ... import device as devices
+from ... import store
+from ...config import Normalization, PredictSettings, TrainSettings
+from ...jobs import JobContext
+from ...normalize import check_image, percentile_normalize
+from .locate import WEIGHTS, resolve
+
+ADV = {"advanced": True}
+MAX_CHANNELS = 3  # Cellpose-SAM reads at most three channels
+
+
+def _cellpose_normalization() -> Normalization:
+    return Normalization(low=1.0, high=99.0)
+
+
+class Settings(TrainSettings):
+    """Fine-tuning a Cellpose-SAM model (defaults are Cellpose's own ``train_seg`` ones)."""
+
+    start_model: str = Field("cpsam", description="Model to start from: a Cellpose name (cpsam) or a Cellpose model file")
+    epochs: int = Field(100, ge=1, le=100_000, description="Passes over the training images (Cellpose's n_epochs)")
+    learning_rate: float = Field(
+        1e-5, gt=0, lt=1, description="Peak learning rate (1e-5 suits the ViT-L of cpsam; small nets need more)")
+    weight_decay: float = Field(0.1, ge=0, lt=10, description="AdamW weight decay")
+    batch_size: int = Field(1, ge=1, le=1024, description="Images (random 256-px crops) per training step")
+    steps_per_epoch: int | None = Field(  # type: ignore[assignment]
+        None, ge=1, le=100_000, description="Batches per epoch (empty = one pass over the training images)",
+        json_schema_extra=ADV)
+    min_train_masks: int = Field(5, ge=0, description="Leave out training images with fewer objects than this")
+    scale_range: float = Field(
+        0.5, ge=0, le=2, description="Random zoom of Cellpose's augmentation: 1 +/- scale_range/2", json_schema_extra=ADV)
+    normalization: Normalization = Field(
+        default_factory=_cellpose_normalization, description="Intensity normalisation (Cellpose: percentiles 1-99)")
+
+
+class Predict(PredictSettings):
+    """Cellpose-SAM segmentation (defaults are ``CellposeModel.eval``'s)."""
+
+    diameter: float | None = Field(
+        None, gt=0, description="Typical object diameter in pixels; optional for Cellpose-SAM (images are scaled so it becomes 30)")
+    flow_threshold: float = Field(0.4, ge=0, description="Maximum flow error of a kept object (higher keeps more; 0 = no check)")
+    cellprob_threshold: float = Field(
+        0.0, ge=-12, le=12, description="Cell probability threshold: lower finds more and larger objects")
+    min_size: int = Field(15, ge=0, description="Drop objects smaller than this (pixels, voxels in 3D)")
+    normalization: Normalization = Field(
+        default_factory=_cellpose_normalization, description="Intensity normalisation (Cellpose: percentiles 1-99)")
+    batch_size: int = Field(8, ge=1, le=1024, description="256-px tiles per network call")
+    channels: list[int] | None = Field(
+        None, max_length=MAX_CHANNELS, description="Image channels Cellpose sees, in order (at most three; empty = all)")
+    do_3D: bool = Field(False, description="Z stacks: 3D segmentation (flows from YX, ZY and ZX planes)")
+    stitch_threshold: float = Field(
+        0.0, ge=0, lt=1, description="Z stacks in 2D: join objects of neighbouring slices that overlap by this IoU (0 = off)")
+    niter: int | None = Field(
+        None, ge=1, le=100_000, description="Iterations of the flow dynamics (empty = 200, scaled with the diameter)",
+        json_schema_extra=ADV)
+    anisotropy: float | None = Field(None, gt=0, description="3D: Z spacing divided by XY spacing", json_schema_extra=ADV)
+    flow3D_smooth: float = Field(0.0, ge=0, description="3D: Gaussian smoothing (sigma) of the flows", json_schema_extra=ADV)
+    max_size_fraction: float = Field(
+        0.4, gt=0, le=1, description="Drop objects larger than this fraction of the image", json_schema_extra=ADV)
+    augment: bool = Field(False, description="Average over flipped, overlapping tiles (slower)", json_schema_extra=ADV)
+    tile_overlap: float = Field(  # type: ignore[assignment]
+        0.1, ge=0, lt=0.5, description="Overlap of Cellpose's 256-px tiles, as a fraction of a tile", json_schema_extra=ADV)
+    tile_size: int | None = Field(
+        None, description="Cellpose-SAM always works on 256-px tiles (empty or 256)", json_schema_extra=ADV)
+    bfloat16: bool = Field(True, description="Run the network in bfloat16 (Cellpose's default: faster, less memory)",
+                           json_schema_extra=ADV)
+    return_flows: bool = Field(False, description="Also return the flows and the cell probability as images")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Predict:
+        if self.do_3D and self.stitch_threshold > 0:
+            raise ValueError("choose do_3D or stitch_threshold > 0 for Z stacks, not both")
+        if self.tile_size not in (None, 256):
+            raise ValueError(f"Cellpose-SAM works on 256-px tiles; tile_size {self.tile_size} cannot be used")
+        if self.channels is not None and len(set(self.channels)) != len(self.channels):
+            raise ValueError(f"channels {self.channels} repeat a channel")
+        return self
+
+
+def _norm_params(norm: Normalization, apply: bool) -> dict[str, Any]:
+    """Cellpose's ``normalize`` argument, complete: a partial dict or a bool makes
+    ``eval`` edit Cellpose's module-level defaults, so every key is given."""
+    return {
+        "normalize": bool(apply), "percentile": [norm.low, norm.high], "lowhigh": None, "norm3D": True,
+        "invert": False, "sharpen_radius": 0, "smooth_radius": 0, "tile_norm_blocksize": 0, "tile_norm_smooth3D": 1,
+    }
+
+
+def prepare_input(item: np.ndarray, norm: Normalization) -> tuple[np.ndarray, dict[str, Any]]:
+    """A float32 copy (Cellpose normalises float32 input in place) and the ``normalize`` argument.
+
+    Per-channel percentiles are Cellpose's own normalisation; joint percentiles
+    (``per_channel=False``) are applied here and Cellpose's is switched off.
+    """
+    x = np.array(item, dtype=np.float32, copy=True)
+    if norm.mode == "none":
+        return x, _norm_params(norm, False)
+    if not norm.per_channel:
+        return percentile_normalize(x, norm), _norm_params(norm, False)
+    return x, _norm_params(norm, True)
+
+
+def open_cellpose(path: Path, device=None):
+    """``cellpose.models.CellposeModel`` for a weight file, float32, on ``device`` (default CPU).
+
+    cpsam and its fine-tunes (ViT-L) load exactly as Cellpose loads them; a file
+    with another encoder size is built to its sizes (see :mod:`.net`).
+    """
+    import torch
+    from cellpose import models
+
+    from .net import arch_of, encoder_of, read_state
+
+    device = device or torch.device("cpu")
+    try:
+        state = read_state(path)
+    except Exception as exc:
+        raise store.ModelError(f"{path} is not a Cellpose model file (cannot read it: {exc})") from exc
+    if not isinstance(state, dict) or "W2" not in state:
+        raise store.ModelError(
+            f"{path} is not a Cellpose 4 (Cellpose-SAM) model file; models of Cellpose 3 and older "
+            "cannot be used by Cellpose 4")
+    arch = None
+    if "encoder.cls_token" not in state:  # DINO backbones are left to Cellpose
+        try:
+            arch = arch_of(state)
+        except (KeyError, IndexError) as exc:
+            raise store.ModelError(f"{path} is not a Cellpose-SAM model file (no {exc} weights)") from exc
+    gpu = device.type in ("cuda", "mps")
+    try:
+        with encoder_of(arch) if arch is not None else nullcontext():
+            cp = models.CellposeModel(gpu=gpu, device=device, pretrained_model=str(path), use_bfloat16=False)
+    except (RuntimeError, ValueError, NameError) as exc:
+        raise store.ModelError(f"Cellpose cannot load {path}: {exc}") from exc
+    # Cellpose loads with strict=False; check that every weight found its place.
+    own = set(cp.net.state_dict())
+    if own != set(state):
+        raise store.ModelError(
+            f"{path} does not match the Cellpose-SAM network: {len(own ^ set(state))} weights differ in name")
+    return cp
+
+
+def _same_device(a, b) -> bool:
+    return a.type == b.type and (a.index or 0) == (b.index or 0)
+
+
+class CellposeNet:
+    """A Cellpose-SAM network (cpsam, a Cellpose model file or one of ours)."""
+
+    backend = "cellpose"
+    output = "labels"
+
+    def __init__(self, cp, settings: Settings, n_channels: int = MAX_CHANNELS, name: str = "cellpose",
+                 source: Path | None = None):
+        self._cp = cp                  # CellposeModel holding the float32 network
+        self._net16 = None             # bfloat16 copy for prediction, made when first asked for
+        self.settings = settings
+        self.n_channels = int(n_channels)
+        self.ndim = 2                  # the network is 2D; Predict settings may make items 3D
+        self.info: store.ModelInfo | None = None
+        self.name = name
+        self.source = source
+
+    @property
+    def net(self):
+        return self._cp.net
+
+    @property
+    def cellpose_model(self):
+        """The wrapped ``cellpose.models.CellposeModel`` (float32 network)."""
+        return self._cp
+
+    # -- hooks read by tasks.predict / tasks.train ---------------------------
+    def item_ndim(self, settings) -> int:
+        return 3 if getattr(settings, "do_3D", False) or getattr(settings, "stitch_threshold", 0) > 0 else 2
+
+    def accepts_channels(self, n: int) -> bool:
+        # Any number: Predict.channels picks at most three (predict says so clearly).
+        return n >= 1
+
+    # -- device and precision --------------------------------------------------
+    def to(self, device) -> None:
+        """Move the network (and Cellpose's idea of its device) to ``device``."""
+        if _same_device(self._cp.device, device) and _same_device(self.net.device, device):
+            return
+        self._cp.net = self.net.to(device)
+        self._cp.device = device
+        self._cp.gpu = device.type in ("cuda", "mps")
+        self._net16 = None
+
+    def _weights_changed(self) -> None:
+        self._net16 = None
+
+    def _network(self, bfloat16: bool):
+        import torch
+
+        if not bfloat16:
+            return self.net
+        if self._net16 is None:
+            net16 = copy.deepcopy(self.net)
+            net16.dtype = torch.bfloat16   # CPSAM's setter casts its parameters
+            self._net16 = net16.eval()
+        return self._net16
+
+    # -- prediction ---------------------------------------------------------------
+    def predict(self, item: np.ndarray, settings: Predict, ctx: JobContext) -> dict[str, np.ndarray]:
+        s = settings if isinstance(settings, Predict) else Predict.model_validate(settings.model_dump())
+        nd = self.item_ndim(s)
+        if item.ndim != nd + 1:
+            raise ValueError(f"Cellpose expected a {nd}D item (C, *spatial), got shape {item.shape}")
+        if s.channels is not None:
+            bad = [c for c in s.channels if not 0 <= c < item.shape[0]]
+            if bad:
+                raise ValueError(f"channels {s.channels} not in 0..{item.shape[0] - 1} (the image has {item.shape[0]})")
+            item = item[list(s.channels)]
+        if item.shape[0] > MAX_CHANNELS:
+            raise ValueError(
+                f"Cellpose-SAM reads at most three channels but the image gives {item.shape[0]}; "
+                "choose up to three with 'channels' (e.g. 0,1)")
+        check_image(item, "image")
+        x, norm = prepare_input(item, s.normalization)
+        dev = devices.select_device(s.device)
+        self.to(dev)
+        kw = dict(
+            batch_size=s.batch_size, normalize=norm, diameter=s.diameter, flow_threshold=s.flow_threshold,
+            cellprob_threshold=s.cellprob_threshold, min_size=s.min_size, max_size_fraction=s.max_size_fraction,
+            niter=s.niter, augment=s.augment, tile_overlap=s.tile_overlap,
+        )
+        cp = self._cp
+        master = cp.net
+        cp.net = self._network(s.bfloat16)
+        try:
+            if nd == 2:
+                masks, flows, _ = cp.eval(x, channel_axis=0, **kw)
+                dp, prob = flows[1], flows[2]
+            elif s.do_3D:
+                masks, flows, _ = cp.eval(x, channel_axis=0, z_axis=1, do_3D=True, anisotropy=s.anisotropy,
+                                          flow3D_smooth=s.flow3D_smooth, **kw)
+                dp, prob = flows[1], flows[2]
+            else:
+                masks, dp, prob = self._stitched(x, s, kw, ctx)
+        finally:
+            cp.net = master
+        spatial = x.shape[1:]
+        out = {"labels": np.asarray(masks).reshape(spatial).astype(np.int32, copy=False)}
+        if s.return_flows:
+            out["flows"] = np.asarray(dp, np.float32).reshape((-1, *spatial))
+            out["cellprob"] = np.asarray(prob, np.float32).reshape(spatial)
+        return out
+
+    def _stitched(self, x: np.ndarray, s: Predict, kw: dict, ctx: JobContext):
+        """Slice by slice (progress and cancel between slices), then Cellpose's stitching.
+
+        Equivalent to ``eval(stack, stitch_threshold=...)``: the stack is normalised
+        as a whole first, slices keep small objects until after stitching.
+        """
+        from cellpose import transforms, utils
+
+        vol = np.moveaxis(x, 0, -1)  # (Z, Y, X, C), our own copy
+        norm = kw["normalize"]
+        if norm["normalize"]:
+            vol = transforms.normalize_img(vol, **norm)
+        kw = {**kw, "normalize": {**norm, "normalize": False}}
+        nz = vol.shape[0]
+        if nz > 1:
+            kw["min_size"] = -1
+        masks, dps, probs = [], [], []
+        for z in range(nz):
+            ctx.check()
+            m, flows, _ = self._cp.eval(vol[z], channel_axis=-1, **kw)
+            masks.append(np.asarray(m).reshape(vol.shape[1:3]))
+            dps.append(flows[1])
+            probs.append(flows[2])
+            ctx.report(z + 1, nz, f"slice {z + 1}/{nz}")
+        labels = np.stack(masks)
+        if nz > 1:
+            labels = utils.stitch3D(labels, stitch_threshold=s.stitch_threshold)
+            labels = utils.fill_holes_and_remove_small_masks(labels, min_size=s.min_size)
+        return labels, np.stack(dps, axis=1), np.stack(probs)
+
+    # -- training and saving ------------------------------------------------------
+    def train(self, train, val, settings: TrainSettings, ctx: JobContext):
+        from .finetune import fine_tune
+
+        s = settings if isinstance(settings, Settings) else Settings.model_validate(
+            {**self.settings.model_dump(), **{k: v for k, v in settings.model_dump().items() if k in Settings.model_fields}})
+        n = {smp.image.shape[0] for smp in train + val}
+        if any(c > MAX_CHANNELS for c in n):
+            raise ValueError(f"Cellpose-SAM trains on at most three channels, the images have {max(n)}")
+        self._weights_changed()
+        result = fine_tune(self, train, val, s, ctx)
+        self._weights_changed()
+        self.settings = s
+        if n:
+            self.n_channels = max(n)
+        return result
+
+    def save_weights(self, folder: Path) -> None:
+        """A native Cellpose model file (``CellposeModel(pretrained_model=...)`` reads it)."""
+        import torch
+
+        state = {k: v.detach().to("cpu", torch.float32) for k, v in self.net.state_dict().items()}
+        torch.save(state, str(Path(folder) / WEIGHTS))
+
+    def release(self) -> None:
+        """Give the accelerator memory back (the network moves to the CPU)."""
+        import torch
+
+        dev = self.net.device
+        self.to(torch.device("cpu"))
+        devices.release(dev)
+
+
+class _Backend:
+    name = "cellpose"
+    title = "Cellpose"
+    output = "labels"
+    Settings = Settings
+    Predict = Predict
+    requires = ("torch", "cellpose")
+
+    def new(self, settings: Settings, n_channels: int, ndim: int) -> CellposeNet:
+        """Cellpose cannot train from scratch: a 'new' model starts from ``settings.start_model``."""
+        if ndim != 2:
+            raise ValueError(
+                "Cellpose trains on 2D images: train on annotated 2D slices (ndim=2); the model then "
+                "segments Z stacks with do_3D or stitch_threshold")
+        if not 1 <= n_channels <= MAX_CHANNELS:
+            raise ValueError(f"Cellpose-SAM takes one to three channels, not {n_channels}")
+        model = self.pretrained(settings.start_model)
+        model.settings = settings
+        model.n_channels = int(n_channels)
+        return model
+
+    def load(self, info: store.ModelInfo) -> CellposeNet:
+        path = Path(info.path) / WEIGHTS
+        if not path.is_file():
+            raise store.ModelError(f"{info.path} has no Cellpose weights file {WEIGHTS}")
+        settings = Settings.model_validate(info.settings)
+        return CellposeNet(open_cellpose(path), settings, info.n_channels, info.name, path)
+
+    def pretrained(self, name_or_path: str) -> CellposeNet:
+        """``cpsam`` (from Cellpose's models folder, never a silent download offline) or a model file."""
+        path = resolve(name_or_path)
+        name = path.parent.name if path.name == WEIGHTS else path.name
+        return CellposeNet(open_cellpose(path), Settings(start_model=str(name_or_path)), MAX_CHANNELS, name, path)
+
+
+BACKEND = _Backend()
