@@ -77,7 +77,8 @@ def test_predict_timelapse_shapes_progress_and_input_untouched(cp, model):
     # frames are labelled apart: ids of different frames never collide
     ids = [set(np.unique(f[f > 0])) for f in res.outputs["labels"]]
     assert not (ids[0] & ids[1]) and not (ids[1] & ids[2])
-    assert [p.message for p in seen if p.message.endswith("slices")] == ["1/3 slices", "2/3 slices", "3/3 slices"]
+    frames = [p.message for p in seen if p.message.endswith("slices")]
+    assert frames == ["1/3 slices", "2/3 slices", "3/3 slices"]
     np.testing.assert_array_equal(img, before)  # Cellpose normalises float32 in place: we pass a copy
 
 
@@ -96,18 +97,41 @@ def test_predict_equals_cellpose_eval(cp, model):
         np.testing.assert_array_equal(ours > 0, masks > 0)
 
 
+def test_bfloat16_matches_cellpose_and_keeps_float32_weights(cp, model, micro_file):
+    """bfloat16 runs a cast copy: same output as Cellpose's use_bfloat16=True, master weights untouched."""
+    from cellpose import models
+
+    from napari_dlbio.backends.cellpose.net import MICRO, encoder_of
+
+    before = {k: v.clone() for k, v in model.net.state_dict().items()}
+    img, _ = blobs(1, seed=4)
+    loose = {**LOOSE, "bfloat16": True}
+    res = tasks.predict(model, img[0], "YX", cp.Predict(return_flows=True, **loose))
+    with encoder_of(MICRO):
+        plain = models.CellposeModel(gpu=False, pretrained_model=str(micro_file), use_bfloat16=True)
+    masks, flows, _ = plain.eval(img[0].copy(), cellprob_threshold=-6.0, flow_threshold=0.0, min_size=3)
+    np.testing.assert_array_equal(res.outputs["flows"], flows[1])
+    np.testing.assert_array_equal(res.outputs["labels"], masks)
+    for k, v in model.net.state_dict().items():
+        assert v.dtype == before[k].dtype and bool((v == before[k]).all()), k
+
+
 def test_multichannel_and_channel_choice(cp, model):
     img, _ = blobs(1)
     two = np.stack([img[0], img[0] * 0.5])
     res = tasks.predict(model, two, "CYX", cp.Predict(**F32))
     assert res.outputs["labels"].shape == (64, 64)
     four = np.stack([img[0]] * 4)
-    with pytest.raises(ValueError, match="at most three channels"):
+    with pytest.raises(ValueError, match="choose the channels"):
         tasks.predict(model, four, "CYX", cp.Predict(**F32))
-    res = tasks.predict(model, four, "CYX", cp.Predict(channels=[0, 2], **F32))
+    res = tasks.predict(model, four, "CYX", cp.Predict(**F32), channels=(0, 2))
     assert res.outputs["labels"].shape == (64, 64)
-    with pytest.raises(ValueError, match="not in 0..3"):
-        tasks.predict(model, four, "CYX", cp.Predict(channels=[0, 5], **F32))
+    with pytest.raises(ValueError, match="one to three channels"):
+        model.predict(four, cp.Predict(**F32), JobContext())
+    # RGB as napari gives it (YXC)
+    rgb = np.stack([img[0]] * 3, axis=-1)
+    res = tasks.predict(model, rgb, "YXC", cp.Predict(**F32))
+    assert res.outputs["labels"].shape == (64, 64)
 
 
 def test_stitching_matches_cellpose_and_reports_slices(cp, model):
@@ -123,7 +147,8 @@ def test_stitching_matches_cellpose_and_reports_slices(cp, model):
     assert masks.max() > 0
     np.testing.assert_array_equal(res.outputs["labels"], masks)
     np.testing.assert_array_equal(res.outputs["flows"], flows[1])
-    assert [p.message for p in seen if p.message.startswith("slice")] == ["slice 1/3", "slice 2/3", "slice 3/3"]
+    slices = [p.message for p in seen if p.message.startswith("slice")]
+    assert slices == ["slice 1/3", "slice 2/3", "slice 3/3"]
 
 
 def test_do_3d_volume(cp, model):
@@ -163,8 +188,6 @@ def test_predict_settings_are_checked(cp):
         cp.Predict(do_3D=True, stitch_threshold=0.3)
     with pytest.raises(ValidationError, match="256-px tiles"):
         cp.Predict(tile_size=128)
-    with pytest.raises(ValidationError):
-        cp.Predict(channels=[0, 1, 2, 3])
     assert cp.Predict().tile_overlap == 0.1 and cp.Predict().batch_size == 8
 
 
@@ -301,7 +324,8 @@ def test_cancel_during_training_keeps_last_complete_epoch(cp, micro_file):
 def test_training_refuses_bad_data(cp, micro_file):
     imgs, labs = blobs(2, seed=2)
     td = data.from_arrays(imgs, labs, "TYX")
-    s = cp.Settings(start_model=str(micro_file), epochs=1, device="cpu", min_train_masks=500, val_fraction=0.0)
+    s = cp.Settings(start_model=str(micro_file), epochs=1, device="cpu", min_train_masks=500,
+                    val_fraction=0.0)
     with pytest.raises(ValueError, match="min_train_masks"):
         tasks.train("cellpose", td, s, None)
     td3 = data.from_arrays(imgs, labs, "ZYX", ndim=3)
@@ -311,3 +335,20 @@ def test_training_refuses_bad_data(cp, micro_file):
         ctx = JobContext()
         ctx.cancel()
         tasks.train("cellpose", td, s.model_copy(update={"min_train_masks": 1}), None, ctx)
+
+
+def test_training_region_is_cropped_and_user_labels_untouched(cp):
+    from napari_dlbio.backends.cellpose.finetune import prepare
+    from napari_dlbio.data import Sample
+
+    imgs, labs = blobs(1, seed=9)
+    lab = labs[0] * 3  # ids 3, 6, 9...: Cellpose renumbers its input in place
+    kept = lab.copy()
+    mask = np.zeros(lab.shape, bool)
+    mask[8:40, 16:60] = True
+    out = prepare([Sample(imgs[0][None], lab, mask, "a"), Sample(imgs[0][None], lab, None, "b")],
+                  cp.Settings().normalization, None, min_masks=1)
+    assert out.images[0].shape == (1, 32, 44) and out.flows[0].shape == (3, 32, 44)
+    assert out.images[1].shape == (1, 64, 64)
+    assert 0.0 <= out.images[1].min() and out.images[1].max() <= 1.5  # percentile-normalised
+    np.testing.assert_array_equal(lab, kept)

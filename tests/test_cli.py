@@ -1,5 +1,6 @@
 """The napari-dlbio command: train / predict / models / demo on tiny synthetic folders."""
 
+import importlib.util
 import json
 import os
 import signal
@@ -15,8 +16,24 @@ from napari_dlbio import cli, samples, store
 pytest.importorskip("torch")
 
 # A U-Net small enough to train a few steps in a second or two.
-TINY = ["--epochs", "2", "--steps-per-epoch", "3", "--batch-size", "2", "--patch-size", "32",
-        "--depth", "2", "--base-width", "4", "--val-patches", "2", "--device", "cpu"]
+TINY = [
+    "--epochs",
+    "2",
+    "--steps-per-epoch",
+    "3",
+    "--batch-size",
+    "2",
+    "--patch-size",
+    "32",
+    "--depth",
+    "2",
+    "--base-width",
+    "4",
+    "--val-patches",
+    "2",
+    "--device",
+    "cpu",
+]
 
 
 @pytest.fixture
@@ -48,13 +65,15 @@ def test_train_predict_models(folders, trained, tmp_path, capsys):
     assert info.provenance["folders"]["images"] == str(img_dir)
 
     out = tmp_path / "pred"
-    rc = cli.main(["predict", "--model", "tiny", str(img_dir), "--out", str(out), "--probabilities",
-                   "--min-size", "0"])
+    rc = cli.main(
+        ["predict", "--model", "tiny", str(img_dir), "--out", str(out), "--probabilities", "--min-size", "0"]
+    )
     cap = capsys.readouterr()
     assert rc == 0, cap.err
     assert "wrote 6 file(s)" in cap.out
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [f"cells_{k}.tif" for k in range(3)] + [f"cells_{k}_probability.tif" for k in range(3)])
+        [f"cells_{k}.tif" for k in range(3)] + [f"cells_{k}_probability.tif" for k in range(3)]
+    )
     lab = tifffile.imread(out / "cells_0.tif")
     assert lab.shape == (48, 48) and lab.dtype == np.int32
     prob = tifffile.imread(out / "cells_0_probability.tif")
@@ -71,11 +90,21 @@ def test_train_predict_models(folders, trained, tmp_path, capsys):
 
 def test_predict_stacks_keep_their_axes(trained, tmp_path, capsys):
     img, _ = samples.nuclei_3d((3, 40, 40), seed=0)
-    tifffile.imwrite(tmp_path / "zstack.tif", img)                              # guessed: ZYX
+    tifffile.imwrite(tmp_path / "zstack.tif", img)  # guessed: ZYX
     tifffile.imwrite(tmp_path / "movie.tif", img[:, None], imagej=True, metadata={"axes": "TCYX"})
     out = tmp_path / "out"
-    rc = cli.main(["predict", "--model", "tiny", str(tmp_path / "zstack.tif"), str(tmp_path / "movie.tif"),
-                   "--out", str(out), "-q"])
+    rc = cli.main(
+        [
+            "predict",
+            "--model",
+            "tiny",
+            str(tmp_path / "zstack.tif"),
+            str(tmp_path / "movie.tif"),
+            "--out",
+            str(out),
+            "-q",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     z = tifffile.imread(out / "zstack.tif")
     m = tifffile.imread(out / "movie.tif")
@@ -86,8 +115,24 @@ def test_predict_stacks_keep_their_axes(trained, tmp_path, capsys):
 
 def test_fine_tune_from_a_model(folders, trained, capsys):
     img_dir, lab_dir = folders
-    rc = cli.main(["train", "--images", str(img_dir), "--labels", str(lab_dir), "--out", "tuned",
-                   "--from", "tiny", "--epochs", "1", "--steps-per-epoch", "2", "-q"])
+    rc = cli.main(
+        [
+            "train",
+            "--images",
+            str(img_dir),
+            "--labels",
+            str(lab_dir),
+            "--out",
+            "tuned",
+            "--from",
+            "tiny",
+            "--epochs",
+            "1",
+            "--steps-per-epoch",
+            "2",
+            "-q",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     info = store.read_info(store.resolve("tuned"))
     assert info.provenance["fine_tuned_from"]["name"] == "tiny"
@@ -106,31 +151,57 @@ def _error(capsys, argv, code=2):
 def test_errors_are_one_line(folders, trained, tmp_path, capsys):
     img_dir, lab_dir = folders
     assert "no model named or at 'ghost'" in _error(
-        capsys, ["predict", "--model", "ghost", str(img_dir), "--out", str(tmp_path / "o")])
+        capsys, ["predict", "--model", "ghost", str(img_dir), "--out", str(tmp_path / "o")]
+    )
     assert "no such file or folder" in _error(
-        capsys, ["predict", "--model", "tiny", str(tmp_path / "nope.tif"), "--out", str(tmp_path / "o")])
+        capsys, ["predict", "--model", "tiny", str(tmp_path / "nope.tif"), "--out", str(tmp_path / "o")]
+    )
     assert "axes 'ZYX' name 3 dimensions" in _error(
-        capsys, ["predict", "--model", "tiny", str(img_dir), "--out", str(tmp_path / "o"), "--axes", "ZYX"])
+        capsys, ["predict", "--model", "tiny", str(img_dir), "--out", str(tmp_path / "o"), "--axes", "ZYX"]
+    )
     assert "--labels is required" in _error(capsys, ["train", "--images", str(img_dir), "--out", "x"])
     assert "multiple of 2**depth" in _error(
-        capsys, ["train", "--images", str(img_dir), "--labels", str(lab_dir), "--out", "x",
-                 "--patch-size", "60", "--depth", "3"])
+        capsys,
+        [
+            "train",
+            "--images",
+            str(img_dir),
+            "--labels",
+            str(lab_dir),
+            "--out",
+            "x",
+            "--patch-size",
+            "60",
+            "--depth",
+            "3",
+        ],
+    )
     assert "needs a Z axis" in _error(
-        capsys, ["train", "--images", str(img_dir), "--labels", str(lab_dir), "--out", "x", "--ndim", "3"])
+        capsys, ["train", "--images", str(img_dir), "--labels", str(lab_dir), "--out", "x", "--ndim", "3"]
+    )
     assert "exists; choose another --out or pass --overwrite" in _error(
-        capsys, ["train", "--images", str(img_dir), "--labels", str(lab_dir), "--out", "tiny"])
+        capsys, ["train", "--images", str(img_dir), "--labels", str(lab_dir), "--out", "tiny"]
+    )
     assert "would overwrite the input" in _error(
-        capsys, ["predict", "--model", "tiny", str(img_dir), "--out", str(img_dir)])
+        capsys, ["predict", "--model", "tiny", str(img_dir), "--out", str(img_dir)]
+    )
     bad = tmp_path / "bad.tif"
     bad.write_bytes(b"not a tiff at all")
-    assert "cannot read" in _error(capsys, ["predict", "--model", "tiny", str(bad), "--out", str(tmp_path / "o")])
+    assert "cannot read" in _error(
+        capsys, ["predict", "--model", "tiny", str(bad), "--out", str(tmp_path / "o")]
+    )
     not_model = tmp_path / "folder"
     not_model.mkdir()
     assert "not a napari-dlbio model" in _error(
-        capsys, ["predict", "--model", str(not_model), str(img_dir), "--out", str(tmp_path / "o")])
+        capsys, ["predict", "--model", str(not_model), str(img_dir), "--out", str(tmp_path / "o")]
+    )
     # argparse's own usage errors keep its usage line but exit 2 as well
-    assert cli.main(["train", "--images", str(img_dir), "--labels", str(lab_dir), "--out", "x",
-                     "--mode", "bogus"]) == 2
+    assert (
+        cli.main(
+            ["train", "--images", str(img_dir), "--labels", str(lab_dir), "--out", "x", "--mode", "bogus"]
+        )
+        == 2
+    )
     assert "'bogus' is not one of instance, semantic" in capsys.readouterr().err
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
@@ -144,8 +215,13 @@ def test_debug_shows_the_traceback(folders):
 def test_help_lists_backend_settings(capsys):
     assert cli.main(["train", "--backend", "unet", "--help"]) == 0
     text = capsys.readouterr().out
-    for opt in ("--patch-size", "--mode {instance,semantic}", "--normalization-low", "--batch-norm, --no-batch-norm",
-                "unet advanced settings"):
+    for opt in (
+        "--patch-size",
+        "--mode {instance,semantic}",
+        "--normalization-low",
+        "--batch-norm, --no-batch-norm",
+        "unet advanced settings",
+    ):
         assert opt in text
     assert cli.main(["predict", "--backend", "unet", "--help"]) == 0
     assert "--foreground-threshold" in capsys.readouterr().out
@@ -178,8 +254,13 @@ def test_demo_smoke(tmp_path, capsys):
     rc = cli.main(["demo", "--out", str(out), "--minutes", "0.05", "-q"])
     cap = capsys.readouterr()
     assert rc == 0, cap.err
-    for name in ("test_image.tif", "test_labels.tif", "test_prediction.tif", "train_image_0.tif",
-                 "model/model.json"):
+    for name in (
+        "test_image.tif",
+        "test_labels.tif",
+        "test_prediction.tif",
+        "train_image_0.tif",
+        "model/model.json",
+    ):
         assert (out / name).exists(), name
     assert "AP@0.5 = " in cap.out
     ap = float(cap.out.split("AP@0.5 = ")[1].split(",")[0])
@@ -189,6 +270,39 @@ def test_demo_smoke(tmp_path, capsys):
 
 
 def test_module_entry_point():
-    out = subprocess.run([sys.executable, "-m", "napari_dlbio", "--version"], capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "napari_dlbio", "--version"], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0 and out.stdout.startswith("napari-dlbio ")
+
+
+@pytest.mark.gui
+def test_demo_gui_opens_layers_and_docks(monkeypatch):
+    napari = pytest.importorskip("napari")
+    pytest.importorskip("qtpy")
+    img, lab = samples.nuclei_2d((64, 64), seed=0)
+    shown = {}
+
+    def fake_run(*a, **k):  # napari.run would block until the window closes
+        viewer = napari.current_viewer()
+        shown["layers"] = [layer.name for layer in viewer.layers]
+        shown["docks"] = sorted(viewer.window.dock_widgets)
+        viewer.close()
+
+    monkeypatch.setattr(napari, "run", fake_run)
+    cli._demo_gui(img, lab, lab)
+    assert shown["layers"] == ["test_image", "ground_truth", "prediction"]
+    assert any("Train" in d for d in shown["docks"]) and any("Predict" in d for d in shown["docks"])
+
+
+def test_inputs_are_opened_lazily(tmp_path):
+    img = np.arange(4 * 32 * 32, dtype=np.uint16).reshape(4, 32, 32)
+    tifffile.imwrite(tmp_path / "plain.tif", img, imagej=True, metadata={"axes": "ZYX"})
+    tifffile.imwrite(tmp_path / "packed.tif", img, compression="zlib")
+    with cli._OpenImage(tmp_path / "plain.tif") as f:
+        assert isinstance(f.array, np.memmap) and f.axes == "ZYX"
+        np.testing.assert_array_equal(f.array[2], img[2])
+    with cli._OpenImage(tmp_path / "packed.tif") as f:
+        if importlib.util.find_spec("zarr") is not None:
+            assert not isinstance(f.array, np.ndarray)  # compressed: read chunk-wise through zarr
+        np.testing.assert_array_equal(np.asarray(f.array[1]), img[1])

@@ -4,15 +4,40 @@ import json
 import subprocess
 import sys
 
-HEAVY = ("torch", "qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "cellpose", "stardist", "careamics",
-         "tensorflow", "napari", "magicgui")
+HEAVY = (
+    "torch",
+    "qtpy",
+    "PyQt5",
+    "PyQt6",
+    "PySide2",
+    "PySide6",
+    "cellpose",
+    "stardist",
+    "careamics",
+    "tensorflow",
+    "napari",
+    "magicgui",
+)
 
 # Core modules that must be importable without any of HEAVY.
-LIGHT_MODULES = ("napari_dlbio", "napari_dlbio.config", "napari_dlbio.jobs", "napari_dlbio.axes",
-                 "napari_dlbio.tiling", "napari_dlbio.normalize", "napari_dlbio.metrics", "napari_dlbio.store",
-                 "napari_dlbio.data", "napari_dlbio.patches", "napari_dlbio.training", "napari_dlbio.tasks",
-                 "napari_dlbio.backends", "napari_dlbio.samples", "napari_dlbio.settings_fields",
-                 "napari_dlbio.cli")
+LIGHT_MODULES = (
+    "napari_dlbio",
+    "napari_dlbio.config",
+    "napari_dlbio.jobs",
+    "napari_dlbio.axes",
+    "napari_dlbio.tiling",
+    "napari_dlbio.normalize",
+    "napari_dlbio.metrics",
+    "napari_dlbio.store",
+    "napari_dlbio.data",
+    "napari_dlbio.patches",
+    "napari_dlbio.training",
+    "napari_dlbio.tasks",
+    "napari_dlbio.backends",
+    "napari_dlbio.samples",
+    "napari_dlbio.settings_fields",
+    "napari_dlbio.cli",
+)
 
 
 def _loaded_after(code: str) -> list[str]:

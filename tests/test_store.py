@@ -9,7 +9,9 @@ from napari_dlbio.store import ModelError, ModelInfo
 
 
 def _info(**kw):
-    base = dict(path=Path("."), name="x", backend="unet", settings={"depth": 3}, metrics={"ap50": np.float32(0.5)})
+    base = dict(
+        path=Path("."), name="x", backend="unet", settings={"depth": 3}, metrics={"ap50": np.float32(0.5)}
+    )
     base.update(kw)
     return ModelInfo(**base)
 

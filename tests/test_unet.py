@@ -32,7 +32,7 @@ def _samples(n, shape=(96, 96), seed=0, **kw):
 def trained():
     torch.manual_seed(0)
     model = BE.new(BE.Settings(**TINY, epochs=14), 1, 2)
-    fit = model.train(_samples(4), _samples(1, seed=50), model.settings, JobContext())
+    fit = model.train(_samples(4), _samples(2, (128, 128), seed=50), model.settings, JobContext())
     return model, fit
 
 
@@ -93,6 +93,11 @@ def test_instance_training_lowers_loss_and_segments_nuclei(trained):
     losses = [h["train_loss"] for h in fit.history]
     assert losses[-1] < 0.6 * losses[0]
     assert fit.best_epoch >= 1 and "val_loss" in fit.history[0]
+    # Watershed thresholds were tuned on the validation images and stored with the model.
+    tuned = fit.metrics["thresholds"]
+    assert tuned["tuned_ap50"] >= 0.7
+    assert (model.settings.foreground_threshold, model.settings.seed_threshold) == (
+        tuned["foreground_threshold"], tuned["seed_threshold"])
     img, lab = nuclei_2d((128, 128), seed=99, radius=(5.0, 9.0))
     out = model.predict(img[None], BE.Predict(probabilities=True), JobContext())
     assert out["labels"].dtype == np.int32 and out["labels"].shape == lab.shape

@@ -42,8 +42,13 @@ def release(device) -> None:
 
     import torch
 
+    kind = getattr(device, "type", str(device))
+    if kind == "cpu":
+        # Nothing to give back, and a full collection in a napari session holds the
+        # GIL for ~0.5-1 s: the window would freeze at the end of every job.
+        return
     gc.collect()
-    if getattr(device, "type", str(device)) == "cuda" and torch.cuda.is_available():
+    if kind == "cuda" and torch.cuda.is_available():
         torch.cuda.empty_cache()
-    elif getattr(device, "type", str(device)) == "mps" and hasattr(torch, "mps"):
+    elif kind == "mps" and hasattr(torch, "mps"):
         torch.mps.empty_cache()

@@ -74,20 +74,19 @@ def _paint(
 
     With ``relabel=False`` object k keeps id k (tracking ground truth over frames).
     """
-    nd = len(shape)
     labels = np.zeros(shape, np.int32)
     best = np.full(shape, np.inf, np.float32)
     for k, (c, ax, rot) in enumerate(zip(centres, axes_len, rotations), start=1):
         ext = float(np.max(ax)) + 1
         lo = [max(0, int(np.floor(ci - ext))) for ci in c]
         hi = [min(s, int(np.ceil(ci + ext)) + 1) for ci, s in zip(c, shape)]
-        if any(h <= l for l, h in zip(lo, hi)):
+        if any(hi_ <= lo_ for lo_, hi_ in zip(lo, hi)):
             continue
-        grids = np.meshgrid(*[np.arange(l, h) - ci for l, h, ci in zip(lo, hi, c)], indexing="ij")
-        coords = np.stack([g.ravel() for g in grids])          # (nd, m) offsets from the centre
-        local = rot.T @ coords                                  # into the ellipse's own frame
+        grids = np.meshgrid(*[np.arange(lo_, hi_) - ci for lo_, hi_, ci in zip(lo, hi, c)], indexing="ij")
+        coords = np.stack([g.ravel() for g in grids])  # (nd, m) offsets from the centre
+        local = rot.T @ coords  # into the ellipse's own frame
         d = np.sum((local / ax[:, None]) ** 2, axis=0).reshape(grids[0].shape)
-        sl = tuple(slice(l, h) for l, h in zip(lo, hi))
+        sl = tuple(slice(lo_, hi_) for lo_, hi_ in zip(lo, hi))
         win = (d <= 1.0) & (d < best[sl])
         labels[sl][win] = k
         best[sl][win] = d[win]
@@ -147,7 +146,9 @@ def _render(
     bg = background * (1.0 + 0.4 * grad)
     expected = np.maximum(signal + bg, 0).astype(np.float32)
     if noise:
-        img = rng.poisson(expected).astype(np.float32) + rng.normal(0, read_noise, labels.shape).astype(np.float32)
+        img = rng.poisson(expected).astype(np.float32) + rng.normal(0, read_noise, labels.shape).astype(
+            np.float32
+        )
         img += 100.0  # camera offset keeps values positive after read noise
     else:
         img = expected + 100.0
@@ -217,12 +218,12 @@ def nuclei_3d(
     centres[:, 0] /= anisotropy
     aspect = rng.uniform(1.0, 1.5, len(radii))
     flat = rng.uniform(0.7, 1.0, len(radii))
-    axes_len = np.stack(
-        [radii * flat / anisotropy, radii * np.sqrt(aspect), radii / np.sqrt(aspect)], axis=1
-    )
+    axes_len = np.stack([radii * flat / anisotropy, radii * np.sqrt(aspect), radii / np.sqrt(aspect)], axis=1)
     rots = [_rotation_3d(a) for a in rng.uniform(0, np.pi, len(radii))]
     labels = _paint(shape, centres, axes_len, rots, min_size=max(10, int(radius[0] ** 3 / anisotropy)))
-    image = _render(labels, rng, (2.0 / anisotropy, 1.2, 1.2), brightness, background, read_noise, noise, dtype)
+    image = _render(
+        labels, rng, (2.0 / anisotropy, 1.2, 1.2), brightness, background, read_noise, noise, dtype
+    )
     return image, labels
 
 

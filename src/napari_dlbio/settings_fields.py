@@ -29,19 +29,19 @@ SKIP = frozenset({"version"})
 
 @dataclass(frozen=True)
 class FieldSpec:
-    name: str                         # dotted path: "patch_size", "normalization.low"
-    type: type                        # scalar type: int, float, bool, str or Path
-    default: Any                      # default value (None allowed when optional)
+    name: str  # dotted path: "patch_size", "normalization.low"
+    type: type  # scalar type: int, float, bool, str or Path
+    default: Any  # default value (None allowed when optional)
     description: str = ""
-    choices: tuple[Any, ...] | None = None   # from Literal[...]
-    ge: float | None = None           # inclusive lower bound (ge)
-    le: float | None = None           # inclusive upper bound (le)
-    gt: float | None = None           # exclusive lower bound (gt)
-    lt: float | None = None           # exclusive upper bound (lt)
-    optional: bool = False            # None is a valid value ("automatic" / "off")
-    advanced: bool = False            # json_schema_extra={"advanced": True}, here or on the parent model field
-    sequence: int | None = None       # list/tuple of ``type``: its fixed length, or -1 for any length
-    group: str = ""                   # parent field of a nested model ("normalization"), "" at top level
+    choices: tuple[Any, ...] | None = None  # from Literal[...]
+    ge: float | None = None  # inclusive lower bound (ge)
+    le: float | None = None  # inclusive upper bound (le)
+    gt: float | None = None  # exclusive lower bound (gt)
+    lt: float | None = None  # exclusive upper bound (lt)
+    optional: bool = False  # None is a valid value ("automatic" / "off")
+    advanced: bool = False  # json_schema_extra={"advanced": True}, here or on the parent model field
+    sequence: int | None = None  # list/tuple of ``type``: its fixed length, or -1 for any length
+    group: str = ""  # parent field of a nested model ("normalization"), "" at top level
 
     # -- names -----------------------------------------------------------
     @property
@@ -127,7 +127,9 @@ class FieldSpec:
         if b:
             parts.append(b)
         if self.sequence is not None:
-            parts.append("comma-separated" if self.sequence < 0 else f"{self.sequence} comma-separated values")
+            parts.append(
+                "comma-separated" if self.sequence < 0 else f"{self.sequence} comma-separated values"
+            )
         d = self.default
         if self.optional and d is None:
             parts.append("default: none")
@@ -275,8 +277,12 @@ def fields(
         if adv and not advanced:
             continue
         common = dict(
-            name=name, default=default, description=info.description or "",
-            optional=optional, advanced=adv, **_bounds(info.metadata),
+            name=name,
+            default=default,
+            description=info.description or "",
+            optional=optional,
+            advanced=adv,
+            **_bounds(info.metadata),
         )
         if typing.get_origin(annotation) is Literal:
             choices = typing.get_args(annotation)
@@ -345,6 +351,6 @@ def format_validation_error(exc: ValidationError) -> str:
         loc = ".".join(str(p) for p in err.get("loc", ()))
         msg = err.get("msg", "invalid value")
         if msg.startswith("Value error, "):
-            msg = msg[len("Value error, "):]
+            msg = msg[len("Value error, ") :]
         parts.append(f"{loc}: {msg}" if loc else msg)
     return "invalid settings: " + "; ".join(parts)

@@ -119,7 +119,7 @@ def test_input_errors_notify_and_change_nothing(make_napari_viewer, qtbot, nucle
     # Invalid settings are a readable notification, not a traceback.
     w.form.widget("learning_rate").setText("-1")
     w.train()
-    assert any("learning rate" in e for e in records.errors), records.errors
+    assert any("invalid settings: learning_rate" in e for e in records.errors), records.errors
     assert not w.runner.running
     assert store.list_models() == []
     assert len(viewer.layers) == n_layers + 1  # only the "empty" labels we added
@@ -176,3 +176,32 @@ def test_annotated_slices_label(make_napari_viewer, qtbot):
     labels.data[20, 0:4, 0:4] = 9
     labels.events.data()
     qtbot.waitUntil(lambda: "z=3, 7, 12, 20" in w.annotated.text(), timeout=3000)
+
+
+def test_predict_with_pretrained_backend_model(make_napari_viewer, qtbot, shared_data, records):
+    """The 'Pretrained' source: a backend's own model (here a StarDist folder); offline names fail clearly."""
+    from napari_dlbio import backends, samples
+
+    if "stardist" not in backends.available():
+        pytest.skip("stardist is not installed")
+    img, _ = samples.stardist_sample_2d()
+    viewer = make_napari_viewer()
+    viewer.add_image(img[:256, :256], name="dsb", scale=(0.5, 0.5))
+    p = dock(viewer, "Predict")
+    p.source.setCurrentText("Pretrained")
+    p.pre_backend.setCurrentIndex(p.pre_backend.findData("stardist"))
+    assert p.form is not None and p.form.model_cls is backends.get("stardist").Predict
+    p.pre_name.setText(str(shared_data / "stardist-official-dsb"))
+    p.run()
+    qtbot.waitUntil(finished(p.runner), timeout=60_000)
+    assert not records.errors, records.errors
+    (out,) = p.added
+    assert out.data.dtype == np.int32 and out.data.max() > 10 and tuple(out.scale) == (0.5, 0.5)
+    assert out.metadata["napari_dlbio"]["backend"] == "stardist"
+
+    # A name that needs a download: a notification saying so, no layer.
+    p.pre_name.setText("2D_versatile_fluo")
+    p.run()
+    qtbot.waitUntil(finished(p.runner), timeout=60_000)
+    assert any("2D_versatile_fluo" in e for e in records.errors), records.all
+    assert p.added == []

@@ -1,16 +1,16 @@
 """A settings form generated from a backend's pydantic model.
 
-Every backend's ``Settings`` / ``Predict`` model becomes a form: basic fields
-visible, fields marked ``{"advanced": True}`` (and nested models such as the
-normalisation) in a collapsible "Advanced" section. Descriptions become tooltips.
-The form never validates by itself: :meth:`SettingsForm.build` hands the values to
-the model, so the rules live in one place and a mistake comes back as pydantic's
-``ValidationError`` for the dock to show as a notification.
+Every backend's ``Settings`` / ``Predict`` model becomes a form through
+:mod:`napari_dlbio.settings_fields` (the same field list the CLI uses): basic
+fields visible, fields marked ``{"advanced": True}`` (and nested models such as
+the normalisation) in a collapsible "Advanced" section; descriptions become
+tooltips. The form never validates by itself: :meth:`SettingsForm.build` hands
+the values to ``settings_fields.build``, so the rules live in the model and a
+mistake comes back as one readable ``ValueError`` for the dock to show.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,14 +25,20 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-_SKIP = {"version"}
+from .. import settings_fields as sf
+
+_SKIP = set(sf.SKIP)
 # Shared base fields (config.py) that a biologist rarely needs to see first.
 _ALSO_ADVANCED = {"device", "seed", "val_fraction", "steps_per_epoch", "tile_size", "tile_overlap"}
 
 
 def _label(name: str) -> str:
     special = {"minutes": "time budget (min)", "learning_rate": "learning rate", "labels_zero": "label 0 means"}
-    return special.get(name, name.replace("_", " "))
+    return special.get(name, name.replace(".", " ").replace("_", " "))
+
+
+def _advanced(spec) -> bool:
+    return bool(spec.advanced or spec.group or spec.name in _ALSO_ADVANCED)
 
 
 @dataclass
@@ -57,18 +63,16 @@ class SettingsForm(QWidget):
         self.model_cls = model_cls
         self.hide = set(hide) | _SKIP
         self._entries: dict[str, _Entry] = {}
-        self._nested: dict[str, SettingsForm] = {}
-        specs = [s for s in field_specs(model_cls) if s.name not in self.hide]
+        specs = [f for f in sf.fields(model_cls) if f.name not in self.hide and f.group not in self.hide]
 
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         basic = QFormLayout()
         _tidy(basic)
         lay.addLayout(basic)
-        adv_specs = [s for s in specs if s.advanced or s.model is not None]
         self.advanced = None
         adv_layout = None
-        if adv_specs:
+        if any(_advanced(f) for f in specs):
             from superqt import QCollapsible
 
             self.advanced = QCollapsible("Advanced settings", self, expandedIcon="▼", collapsedIcon="▶")
@@ -79,18 +83,10 @@ class SettingsForm(QWidget):
             self.advanced.addWidget(box)
             lay.addWidget(self.advanced)
         for spec in specs:
-            target = adv_layout if (spec.advanced or spec.model is not None) else basic
-            if spec.model is not None:
-                sub = SettingsForm(spec.model, parent=self)
-                sub.changed.connect(self.changed)
-                sub.setToolTip(spec.description or "")
-                self._nested[spec.name] = sub
-                target.addRow(_label(spec.name) + ":", sub)
-                continue
             w = self._make_widget(spec)
-            w.setToolTip(spec.description or "")
+            w.setToolTip(spec.help())
             self._entries[spec.name] = _Entry(spec, w)
-            target.addRow(_label(spec.name), w)
+            (adv_layout if _advanced(spec) else basic).addRow(_label(spec.name), w)
         if values:
             self.set_values(values)
 
@@ -151,95 +147,35 @@ class SettingsForm(QWidget):
         text = w.text().strip()
         if text == "" and (spec.optional or spec.type is not str):
             return None if spec.optional else spec.default
-        if spec.sequence:
-            # "64, 64" -> [64, 64]; pydantic coerces the items.
-            return [t.strip() for t in text.replace(";", ",").split(",") if t.strip()]
-        if spec.type in (dict, list):
-            try:
-                return json.loads(text)
-            except json.JSONDecodeError:
-                return text
-        return text  # pydantic parses numbers from text and names the field if it cannot
+        try:
+            return spec.parse(text)
+        except ValueError:
+            return text  # pydantic names the field and the problem in build()
 
     # -- values ---------------------------------------------------------------------
     def values(self) -> dict[str, Any]:
-        out = {name: self._get(e.widget, e.spec) for name, e in self._entries.items()}
-        for name, sub in self._nested.items():
-            out[name] = sub.values()
-        return out
+        """Flat ``{dotted name: value}`` (``"normalization.low"`` for nested settings)."""
+        return {name: self._get(e.widget, e.spec) for name, e in self._entries.items()}
 
-    def set_values(self, values: dict[str, Any]) -> None:
+    def set_values(self, values: dict[str, Any], prefix: str = "") -> None:
+        """Set fields from flat (dotted) or nested dicts; unknown names are ignored."""
         for name, v in values.items():
-            if name in self._entries:
-                e = self._entries[name]
+            key = f"{prefix}{name}"
+            if isinstance(v, dict) and key not in self._entries:
+                self.set_values(v, prefix=f"{key}.")
+            elif key in self._entries:
+                e = self._entries[key]
                 self._set(e.widget, e.spec, v)
-            elif name in self._nested and isinstance(v, dict):
-                self._nested[name].set_values(v)
 
     def build(self, **overrides):
-        """The validated settings model (raises pydantic ``ValidationError``)."""
-        return self.model_cls(**{**self.values(), **overrides})
+        """The validated settings model; a ``ValueError`` naming the field otherwise."""
+        return sf.build(self.model_cls, {**self.values(), **overrides})
 
     def widget(self, name: str) -> QWidget:
         return self._entries[name].widget
 
     def field_names(self) -> list[str]:
-        return list(self._entries) + list(self._nested)
-
-
-@dataclass
-class Spec:
-    name: str
-    type: type | None
-    default: Any = None
-    choices: tuple | None = None
-    minimum: float | None = None
-    maximum: float | None = None
-    description: str = ""
-    advanced: bool = False
-    optional: bool = False
-    sequence: bool = False
-    model: type | None = None      # a nested settings model
-
-
-def field_specs(model_cls) -> list[Spec]:
-    """Field specs of a pydantic settings model, in declaration order."""
-    import typing
-
-    from annotated_types import Ge, Gt, Le, Lt
-    from pydantic import BaseModel
-
-    specs = []
-    for name, f in model_cls.model_fields.items():
-        ann = f.annotation
-        args = typing.get_args(ann)
-        optional = type(None) in args
-        if optional:
-            rest = [a for a in args if a is not type(None)]
-            ann = rest[0] if len(rest) == 1 else ann
-        origin = typing.get_origin(ann)
-        choices = tuple(typing.get_args(ann)) if origin is typing.Literal else None
-        sequence = origin in (list, tuple)
-        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
-        lo = hi = None
-        for m in f.metadata:
-            if isinstance(m, Ge):
-                lo = m.ge
-            elif isinstance(m, Gt):
-                lo = m.gt + (1 if ann is int else 0)
-            elif isinstance(m, Le):
-                hi = m.le
-            elif isinstance(m, Lt):
-                hi = m.lt - (1 if ann is int else 0)
-        extra = f.json_schema_extra if isinstance(f.json_schema_extra, dict) else {}
-        default = f.get_default(call_default_factory=True)
-        if isinstance(default, BaseModel):
-            default = default.model_dump()
-        specs.append(Spec(
-            name, ann if isinstance(ann, type) else None, default, choices, lo, hi,
-            f.description or "", bool(extra.get("advanced", name in _ALSO_ADVANCED)), optional, sequence, model,
-        ))
-    return specs
+        return list(self._entries)
 
 
 def _none_text(name: str) -> str:

@@ -29,7 +29,7 @@ from .. import backends
 from .._layers import parse_channels, prediction_layers, provenance, snapshot
 from ..jobs import Cancelled, Progress
 from .forms import SettingsForm
-from .runner import JobRunner, describe_error, notify_error, notify_info
+from .runner import JobRunner, warm_up_torch, describe_error, notify_error, notify_info
 from .widgets import scroll_body, ImageTable, SavedModelPicker, hint
 
 SOURCES = ("Saved model", "Model folder", "Pretrained")
@@ -62,6 +62,7 @@ class PredictWidget(QWidget):
         super().__init__(parent)
         self.viewer = napari_viewer
         self.runner = JobRunner(self, on_progress=self._on_progress)
+        warm_up_torch()
         self._cache: dict[tuple, object] = {}
         self._form_backend: str | None = None
         self.form: SettingsForm | None = None

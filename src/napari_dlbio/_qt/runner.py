@@ -3,8 +3,10 @@
 The job gets a :class:`~napari_dlbio.jobs.JobContext`. Its progress callback runs
 in the worker; it stores the newest report and *pokes* the UI through a Qt
 signal (queued across threads, so thread-safe). Pokes are coalesced to at most
-``1 / min_interval`` per second: a tiny network can report hundreds of batches a
-second and repainting for each would freeze the window. Nothing is lost: the UI
+``1 / min_interval`` (10) per second: a tiny network can report hundreds of
+batches a second, and one repaint of a dock costs 10-20 ms in a napari window
+(the whole window is composited with its OpenGL canvas), so repainting for each
+would freeze the window. Nothing is lost: the UI
 always reads the newest report, epoch reports (the loss-plot points) are queued
 and delivered all, and a trailing check shows the last report of a burst.
 
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -86,6 +89,66 @@ def _expected() -> tuple[type[BaseException], ...]:
     return (ValidationError, ModelError, Cancelled, *_USER_ERRORS)
 
 
+_warmed = threading.Event()
+warm_thread: threading.Thread | None = None
+
+
+def warm_up_torch() -> None:
+    """Import torch (and what its first optimizer step imports) in the background, once.
+
+    Loading torch's libraries holds the GIL for a second or more; done on the
+    first Train click it froze the window right when the user pressed the button.
+    Started when a dock opens, it overlaps with choosing layers and settings.
+    """
+    global warm_thread
+    if _warmed.is_set():
+        return
+    _warmed.set()
+
+    def load() -> None:
+        try:
+            import torch
+
+            net = torch.nn.Conv2d(1, 1, 3)
+            opt = torch.optim.AdamW(net.parameters())
+            net(torch.zeros(1, 1, 8, 8)).sum().backward()
+            opt.step()
+        except Exception:  # noqa: BLE001 - only a warm-up; the real job reports problems
+            pass
+
+    warm_thread = threading.Thread(target=load, name="napari-dlbio warm-up", daemon=True)
+    warm_thread.start()
+
+
+_switch_lock = threading.Lock()
+_jobs_running = 0
+_saved_switch = None
+JOB_SWITCH_INTERVAL = 0.001
+
+
+def _job_started() -> None:
+    """While a job runs, let the UI thread get the GIL within ~1 ms instead of 5 ms.
+
+    The job's Python code (batch assembly, post-processing) holds the GIL between
+    torch calls; at the default 5 ms switch interval every Qt call of the UI
+    thread could wait that long, several times per repaint.
+    """
+    global _jobs_running, _saved_switch
+    with _switch_lock:
+        if _jobs_running == 0:
+            _saved_switch = sys.getswitchinterval()
+            sys.setswitchinterval(min(_saved_switch, JOB_SWITCH_INTERVAL))
+        _jobs_running += 1
+
+
+def _job_ended() -> None:
+    global _jobs_running
+    with _switch_lock:
+        _jobs_running = max(0, _jobs_running - 1)
+        if _jobs_running == 0 and _saved_switch is not None:
+            sys.setswitchinterval(_saved_switch)
+
+
 class _Failed:
     def __init__(self, exc: BaseException) -> None:
         self.exc = exc
@@ -112,7 +175,7 @@ class JobRunner(QObject):
         self,
         parent: QObject | None = None,
         on_progress: Callable[[Progress, list[Progress]], None] | None = None,
-        min_interval: float = 0.05,
+        min_interval: float = 0.1,
     ) -> None:
         super().__init__(parent)
         self.on_progress = on_progress
@@ -187,6 +250,10 @@ class JobRunner(QObject):
                 emit(relay.finished)
 
         def returned(res):
+            # Show the last progress first, so it cannot overwrite the outcome afterwards.
+            self._deliver()
+            self._trail.stop()
+            self._shown = self._latest
             if isinstance(res, _Failed):
                 if on_error is not None:
                     on_error(res.exc)
@@ -196,7 +263,8 @@ class JobRunner(QObject):
                 on_done(res)
 
         def finished():
-            self._deliver()
+            _job_ended()
+            self._trail.stop()
             self.worker = None
             self.ctx = None
             relay.deleteLater()
@@ -209,6 +277,7 @@ class JobRunner(QObject):
         relay.finished.connect(finished)
         worker = threading.Thread(target=work, name="napari-dlbio job", daemon=True)
         self.worker = worker
+        _job_started()
         worker.start()
         return worker
 

@@ -22,6 +22,7 @@ from qtpy.QtWidgets import (
     QLineEdit,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QVBoxLayout,
     QWidget,
 )
@@ -40,7 +41,7 @@ from ..jobs import Cancelled, Progress
 from .forms import SettingsForm
 from .loss_plot import LossPlot
 from .predict_widget import add_layers, usable_backends
-from .runner import JobRunner, describe_error, notify_error, notify_info
+from .runner import JobRunner, warm_up_torch, describe_error, notify_error, notify_info
 from .widgets import scroll_body, LayerCombo, SavedModelPicker, hint
 
 _DEBOUNCE_MS = 400
@@ -51,6 +52,7 @@ class TrainWidget(QWidget):
         super().__init__(parent)
         self.viewer = napari_viewer
         self.runner = JobRunner(self, on_progress=self._on_progress)
+        warm_up_torch()
         self.form: SettingsForm | None = None
         self.outcome = None            # tasks.TrainOutcome of the last run
         self.trained_on: str | None = None
@@ -174,6 +176,9 @@ class TrainWidget(QWidget):
         self.form = SettingsForm(be.Settings)
         self.form.changed.connect(self._schedule_summary)
         self.settings_layout.addWidget(self.form)
+        if be.output == "image":
+            # Self-supervised (e.g. Noise2Void): no labels needed; start without any.
+            self.labels.setCurrentIndex(0)
         self.start_from.set_backend(name)
         self._default_name()
         self._schedule_summary()
@@ -211,7 +216,7 @@ class TrainWidget(QWidget):
             self.dims.setCurrentIndex(1 if info.ndim == 3 else 0)
             self.name.setText(info.name)
             if self.form is not None:
-                self.form.set_values({k: v for k, v in info.settings.items() if k in self.form.field_names()})
+                self.form.set_values(info.settings)
         self.dims.setEnabled(info is None)
         self._name_changed()
 
@@ -326,6 +331,7 @@ class TrainWidget(QWidget):
         self._t0 = time.monotonic()
         self._set_running(True)
         self.status.setText("starting…")
+        self._reveal(self.plot)
         self.runner.start(job, on_done=self._done, on_error=self._failed,
                           on_finished=lambda: self._set_running(False))
 
@@ -361,6 +367,7 @@ class TrainWidget(QWidget):
         self.predict_btn.setEnabled(True)
         self.start_from.refresh()
         self._name_changed()
+        self._reveal(self.predict_btn)
 
     def _failed(self, exc: BaseException) -> None:
         self.progress.setValue(0)
@@ -379,6 +386,12 @@ class TrainWidget(QWidget):
             self.progress.setValue(0)
         else:
             self.predict_btn.setEnabled(self.outcome is not None)
+
+    def _reveal(self, widget: QWidget) -> None:
+        """Scroll the dock so that ``widget`` (progress, plot, metrics) is in view."""
+        area = self.findChild(QScrollArea)
+        if area is not None:
+            area.ensureWidgetVisible(widget, 0, 10)
 
     # -- predict with the fresh model ---------------------------------------------------------
     def predict_with_model(self) -> None:

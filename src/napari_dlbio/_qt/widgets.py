@@ -98,7 +98,8 @@ class LayerCombo(QComboBox):
             pick = next((n for n in reversed(names) if n not in own), names[-1])
             self.setCurrentIndex(items.index(pick))
         self.blockSignals(False)
-        self.layer_changed.emit(self.layer())
+        if self.currentText() != current:
+            self.layer_changed.emit(self.layer())
 
     def layer(self):
         name = self.currentText()

@@ -219,10 +219,11 @@ def _fit_patch(settings: N2VSettings, shapes: list[tuple[int, ...]], ndim: int) 
     yx = min(want[-1], _pow2_floor(min(smallest[-2:]), 1))
     out = ((min(want[0], _pow2_floor(smallest[0], 1)),) if ndim == 3 else ()) + (yx, yx)
     need = 2**settings.depth
-    if min(out) < max(8, need):
+    least = max(16 if ndim == 2 else 8, need)
+    if min(out[-2:]) < least or min(out) < max(4, need):
         raise ValueError(
             f"the training images are too small for Noise2Void: the smallest is {tuple(smallest)} "
-            f"pixels, patches need at least {max(8, need)} per axis (with a U-Net depth of {settings.depth})"
+            f"pixels, patches need at least {least} in Y and X (with a U-Net depth of {settings.depth})"
         )
     return out
 
@@ -416,7 +417,9 @@ class N2VModel:
         shapes = [s.image.shape[1:] for s in train + val]
         patch = _fit_patch(settings, shapes, self.ndim)
         train_arrays = [_to_careamics(s.image) for s in train]
-        val_arrays = [_to_careamics(s.image) for s in val]
+        # Without held-out images, follow the masked loss on (other random masks of) the
+        # training images: CAREamics' own split would take patches out of a small image.
+        val_arrays = [_to_careamics(s.image) for s in val] or train_arrays[:8]
         train_arrays = train_arrays * self._repeats(settings, train, patch)
 
         accel = {"auto": "auto", "cpu": "cpu", "cuda": "gpu", "mps": "mps"}[settings.device]
@@ -438,7 +441,7 @@ class N2VModel:
         try:
             cam = CAREamist(cfg, work_dir=workdir, callbacks=[callback], enable_progress_bar=False)
             cam.model.model.load_state_dict(self.module.model.state_dict())
-            cam.train(train_data=train_arrays, val_data=val_arrays or None)
+            cam.train(train_data=train_arrays, val_data=val_arrays)
             cam.model.cpu()
             self.module, self.config = cam.model, cam.config
         finally:

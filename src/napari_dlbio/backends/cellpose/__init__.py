@@ -3,4 +3,7 @@
 from .backend import BACKEND, WEIGHTS, CellposeNet, Predict, Settings
 from .net import MICRO, TINY, VIT_L, Arch, write_random_model
 
-__all__ = ["BACKEND", "WEIGHTS", "Arch", "CellposeNet", "MICRO", "Predict", "Settings", "TINY", "VIT_L", "write_random_model"]
+__all__ = [
+    "BACKEND", "WEIGHTS", "Arch", "CellposeNet", "MICRO", "Predict", "Settings", "TINY", "VIT_L",
+    "write_random_model",
+]

@@ -36,53 +36,67 @@ def _cellpose_normalization() -> Normalization:
 class Settings(TrainSettings):
     """Fine-tuning a Cellpose-SAM model (defaults are Cellpose's own ``train_seg`` ones)."""
 
-    start_model: str = Field("cpsam", description="Model to start from: a Cellpose name (cpsam) or a Cellpose model file")
-    epochs: int = Field(100, ge=1, le=100_000, description="Passes over the training images (Cellpose's n_epochs)")
+    start_model: str = Field(
+        "cpsam", description="Model to start from: a Cellpose name (cpsam) or a Cellpose model file")
+    epochs: int = Field(
+        100, ge=1, le=100_000, description="Passes over the training images (Cellpose's n_epochs)")
     learning_rate: float = Field(
-        1e-5, gt=0, lt=1, description="Peak learning rate (1e-5 suits the ViT-L of cpsam; small nets need more)")
+        1e-5, gt=0, lt=1,
+        description="Peak learning rate (1e-5 suits the ViT-L of cpsam; small nets need more)")
     weight_decay: float = Field(0.1, ge=0, lt=10, description="AdamW weight decay")
     batch_size: int = Field(1, ge=1, le=1024, description="Images (random 256-px crops) per training step")
     steps_per_epoch: int | None = Field(  # type: ignore[assignment]
-        None, ge=1, le=100_000, description="Batches per epoch (empty = one pass over the training images)",
-        json_schema_extra=ADV)
-    min_train_masks: int = Field(5, ge=0, description="Leave out training images with fewer objects than this")
+        None, ge=1, le=100_000, json_schema_extra=ADV,
+        description="Batches per epoch (empty = one pass over the training images)")
+    min_train_masks: int = Field(
+        5, ge=0, description="Leave out training images with fewer objects than this")
     scale_range: float = Field(
-        0.5, ge=0, le=2, description="Random zoom of Cellpose's augmentation: 1 +/- scale_range/2", json_schema_extra=ADV)
+        0.5, ge=0, le=2, json_schema_extra=ADV,
+        description="Random zoom of Cellpose's augmentation: 1 +/- scale_range/2")
     normalization: Normalization = Field(
-        default_factory=_cellpose_normalization, description="Intensity normalisation (Cellpose: percentiles 1-99)")
+        default_factory=_cellpose_normalization,
+        description="Intensity normalisation (Cellpose: percentiles 1-99)")
 
 
 class Predict(PredictSettings):
     """Cellpose-SAM segmentation (defaults are ``CellposeModel.eval``'s)."""
 
     diameter: float | None = Field(
-        None, gt=0, description="Typical object diameter in pixels; optional for Cellpose-SAM (images are scaled so it becomes 30)")
-    flow_threshold: float = Field(0.4, ge=0, description="Maximum flow error of a kept object (higher keeps more; 0 = no check)")
+        None, gt=0,
+        description="Typical object diameter in pixels; optional for Cellpose-SAM (scales objects to 30 px)")
+    flow_threshold: float = Field(
+        0.4, ge=0, description="Maximum flow error of a kept object (higher keeps more; 0 = no check)")
     cellprob_threshold: float = Field(
         0.0, ge=-12, le=12, description="Cell probability threshold: lower finds more and larger objects")
     min_size: int = Field(15, ge=0, description="Drop objects smaller than this (pixels, voxels in 3D)")
     normalization: Normalization = Field(
-        default_factory=_cellpose_normalization, description="Intensity normalisation (Cellpose: percentiles 1-99)")
+        default_factory=_cellpose_normalization,
+        description="Intensity normalisation (Cellpose: percentiles 1-99)")
     batch_size: int = Field(8, ge=1, le=1024, description="256-px tiles per network call")
-    channels: list[int] | None = Field(
-        None, max_length=MAX_CHANNELS, description="Image channels Cellpose sees, in order (at most three; empty = all)")
     do_3D: bool = Field(False, description="Z stacks: 3D segmentation (flows from YX, ZY and ZX planes)")
     stitch_threshold: float = Field(
-        0.0, ge=0, lt=1, description="Z stacks in 2D: join objects of neighbouring slices that overlap by this IoU (0 = off)")
+        0.0, ge=0, lt=1,
+        description="Z stacks in 2D: join objects of neighbouring slices that overlap by this IoU (0 = off)")
     niter: int | None = Field(
-        None, ge=1, le=100_000, description="Iterations of the flow dynamics (empty = 200, scaled with the diameter)",
-        json_schema_extra=ADV)
-    anisotropy: float | None = Field(None, gt=0, description="3D: Z spacing divided by XY spacing", json_schema_extra=ADV)
-    flow3D_smooth: float = Field(0.0, ge=0, description="3D: Gaussian smoothing (sigma) of the flows", json_schema_extra=ADV)
+        None, ge=1, le=100_000, json_schema_extra=ADV,
+        description="Iterations of the flow dynamics (empty = 200, scaled with the diameter)")
+    anisotropy: float | None = Field(
+        None, gt=0, description="3D: Z spacing divided by XY spacing", json_schema_extra=ADV)
+    flow3D_smooth: float = Field(
+        0.0, ge=0, description="3D: Gaussian smoothing (sigma) of the flows", json_schema_extra=ADV)
     max_size_fraction: float = Field(
-        0.4, gt=0, le=1, description="Drop objects larger than this fraction of the image", json_schema_extra=ADV)
-    augment: bool = Field(False, description="Average over flipped, overlapping tiles (slower)", json_schema_extra=ADV)
+        0.4, gt=0, le=1, json_schema_extra=ADV,
+        description="Drop objects larger than this fraction of the image")
+    augment: bool = Field(
+        False, description="Average over flipped, overlapping tiles (slower)", json_schema_extra=ADV)
     tile_overlap: float = Field(  # type: ignore[assignment]
-        0.1, ge=0, lt=0.5, description="Overlap of Cellpose's 256-px tiles, as a fraction of a tile", json_schema_extra=ADV)
+        0.1, ge=0, lt=0.5, json_schema_extra=ADV,
+        description="Overlap of Cellpose's 256-px tiles, as a fraction of a tile")
     tile_size: int | None = Field(
         None, description="Cellpose-SAM always works on 256-px tiles (empty or 256)", json_schema_extra=ADV)
-    bfloat16: bool = Field(True, description="Run the network in bfloat16 (Cellpose's default: faster, less memory)",
-                           json_schema_extra=ADV)
+    bfloat16: bool = Field(
+        True, json_schema_extra=ADV,
+        description="Run the network in bfloat16 (Cellpose's default: faster, less memory)")
     return_flows: bool = Field(False, description="Also return the flows and the cell probability as images")
 
     @model_validator(mode="after")
@@ -91,8 +105,6 @@ class Predict(PredictSettings):
             raise ValueError("choose do_3D or stitch_threshold > 0 for Z stacks, not both")
         if self.tile_size not in (None, 256):
             raise ValueError(f"Cellpose-SAM works on 256-px tiles; tile_size {self.tile_size} cannot be used")
-        if self.channels is not None and len(set(self.channels)) != len(self.channels):
-            raise ValueError(f"channels {self.channels} repeat a channel")
         return self
 
 
@@ -101,7 +113,8 @@ def _norm_params(norm: Normalization, apply: bool) -> dict[str, Any]:
     ``eval`` edit Cellpose's module-level defaults, so every key is given."""
     return {
         "normalize": bool(apply), "percentile": [norm.low, norm.high], "lowhigh": None, "norm3D": True,
-        "invert": False, "sharpen_radius": 0, "smooth_radius": 0, "tile_norm_blocksize": 0, "tile_norm_smooth3D": 1,
+        "invert": False, "sharpen_radius": 0, "smooth_radius": 0, "tile_norm_blocksize": 0,
+        "tile_norm_smooth3D": 1,
     }
 
 
@@ -139,6 +152,8 @@ def open_cellpose(path: Path, device=None):
         raise store.ModelError(
             f"{path} is not a Cellpose 4 (Cellpose-SAM) model file; models of Cellpose 3 and older "
             "cannot be used by Cellpose 4")
+    # Cellpose strips the prefix of weights saved from a DataParallel-wrapped network.
+    state = {(k[7:] if k.startswith("module.") else k): v for k, v in state.items()}
     arch = None
     if "encoder.cls_token" not in state:  # DINO backbones are left to Cellpose
         try:
@@ -170,9 +185,10 @@ class CellposeNet:
     output = "labels"
 
     def __init__(self, cp, settings: Settings, n_channels: int = MAX_CHANNELS, name: str = "cellpose",
-                 source: Path | None = None):
+                 source: Path | None = None, origin: str | None = None):
         self._cp = cp                  # CellposeModel holding the float32 network
         self._net16 = None             # bfloat16 copy for prediction, made when first asked for
+        self.origin = origin or name   # what it was opened from: the next fine-tune's start_model
         self.settings = settings
         self.n_channels = int(n_channels)
         self.ndim = 2                  # the network is 2D; Predict settings may make items 3D
@@ -194,70 +210,83 @@ class CellposeNet:
         return 3 if getattr(settings, "do_3D", False) or getattr(settings, "stitch_threshold", 0) > 0 else 2
 
     def accepts_channels(self, n: int) -> bool:
-        # Any number: Predict.channels picks at most three (predict says so clearly).
-        return n >= 1
+        # Cellpose-SAM reads one to three channels, whatever it was fine-tuned on; which
+        # ones is the generic channel choice of tasks.predict (CLI --channels, GUI).
+        return 1 <= n <= MAX_CHANNELS
 
     # -- device and precision --------------------------------------------------
-    def to(self, device) -> None:
-        """Move the network (and Cellpose's idea of its device) to ``device``."""
-        if _same_device(self._cp.device, device) and _same_device(self.net.device, device):
-            return
-        self._cp.net = self.net.to(device)
+    def _point_cellpose_at(self, device) -> None:
+        # eval runs the network where its weights are and the flow dynamics on cp.device
         self._cp.device = device
         self._cp.gpu = device.type in ("cuda", "mps")
-        self._net16 = None
+
+    def to(self, device) -> None:
+        """Move the float32 network (and Cellpose's idea of its device) to ``device``."""
+        self._point_cellpose_at(device)
+        if not _same_device(self.net.device, device):
+            self._cp.net = self.net.to(device)
+            self._net16 = None  # never two copies on an accelerator
 
     def _weights_changed(self) -> None:
         self._net16 = None
 
-    def _network(self, bfloat16: bool):
+    def _network(self, bfloat16: bool, device):
+        """The network to predict with, on ``device``.
+
+        The float32 weights are the master copy (training, saving); bfloat16 runs a
+        cast copy, as ``CellposeModel(use_bfloat16=True)`` would, and only that copy
+        goes to the accelerator, so casting never rounds the weights we save.
+        """
         import torch
 
         if not bfloat16:
+            self.to(device)
             return self.net
         if self._net16 is None:
             net16 = copy.deepcopy(self.net)
             net16.dtype = torch.bfloat16   # CPSAM's setter casts its parameters
             self._net16 = net16.eval()
+        if not _same_device(self._net16.device, device):
+            self._net16 = self._net16.to(device)
+        self._point_cellpose_at(device)
         return self._net16
 
     # -- prediction ---------------------------------------------------------------
     def predict(self, item: np.ndarray, settings: Predict, ctx: JobContext) -> dict[str, np.ndarray]:
-        s = settings if isinstance(settings, Predict) else Predict.model_validate(settings.model_dump())
+        if not isinstance(settings, Predict):  # generic settings: keep what they share
+            settings = Predict(device=settings.device, batch_size=settings.batch_size)
+        s = settings
         nd = self.item_ndim(s)
         if item.ndim != nd + 1:
             raise ValueError(f"Cellpose expected a {nd}D item (C, *spatial), got shape {item.shape}")
-        if s.channels is not None:
-            bad = [c for c in s.channels if not 0 <= c < item.shape[0]]
-            if bad:
-                raise ValueError(f"channels {s.channels} not in 0..{item.shape[0] - 1} (the image has {item.shape[0]})")
-            item = item[list(s.channels)]
-        if item.shape[0] > MAX_CHANNELS:
+        if not self.accepts_channels(item.shape[0]):
             raise ValueError(
-                f"Cellpose-SAM reads at most three channels but the image gives {item.shape[0]}; "
-                "choose up to three with 'channels' (e.g. 0,1)")
+                f"Cellpose-SAM reads one to three channels but the image gives {item.shape[0]}; "
+                "choose up to three channels (e.g. 0,1)")
         check_image(item, "image")
         x, norm = prepare_input(item, s.normalization)
         dev = devices.select_device(s.device)
-        self.to(dev)
         kw = dict(
             batch_size=s.batch_size, normalize=norm, diameter=s.diameter, flow_threshold=s.flow_threshold,
-            cellprob_threshold=s.cellprob_threshold, min_size=s.min_size, max_size_fraction=s.max_size_fraction,
+            cellprob_threshold=s.cellprob_threshold, min_size=s.min_size,
+            max_size_fraction=s.max_size_fraction,
             niter=s.niter, augment=s.augment, tile_overlap=s.tile_overlap,
         )
         cp = self._cp
         master = cp.net
-        cp.net = self._network(s.bfloat16)
+        cp.net = self._network(s.bfloat16, dev)
         try:
+            # Channels last and contiguous, the layout Cellpose converts every input to.
+            xl = np.ascontiguousarray(np.moveaxis(x, 0, -1))
             if nd == 2:
-                masks, flows, _ = cp.eval(x, channel_axis=0, **kw)
+                masks, flows, _ = cp.eval(xl, channel_axis=-1, **kw)
                 dp, prob = flows[1], flows[2]
             elif s.do_3D:
-                masks, flows, _ = cp.eval(x, channel_axis=0, z_axis=1, do_3D=True, anisotropy=s.anisotropy,
+                masks, flows, _ = cp.eval(xl, channel_axis=-1, z_axis=0, do_3D=True, anisotropy=s.anisotropy,
                                           flow3D_smooth=s.flow3D_smooth, **kw)
                 dp, prob = flows[1], flows[2]
             else:
-                masks, dp, prob = self._stitched(x, s, kw, ctx)
+                masks, dp, prob = self._stitched(xl, s, kw, ctx)
         finally:
             cp.net = master
         spatial = x.shape[1:]
@@ -275,7 +304,7 @@ class CellposeNet:
         """
         from cellpose import transforms, utils
 
-        vol = np.moveaxis(x, 0, -1)  # (Z, Y, X, C), our own copy
+        vol = x  # (Z, Y, X, C), our own copy
         norm = kw["normalize"]
         if norm["normalize"]:
             vol = transforms.normalize_img(vol, **norm)
@@ -301,11 +330,14 @@ class CellposeNet:
     def train(self, train, val, settings: TrainSettings, ctx: JobContext):
         from .finetune import fine_tune
 
-        s = settings if isinstance(settings, Settings) else Settings.model_validate(
-            {**self.settings.model_dump(), **{k: v for k, v in settings.model_dump().items() if k in Settings.model_fields}})
+        if not isinstance(settings, Settings):  # generic settings: take the fields they share
+            shared = {k: v for k, v in settings.model_dump().items() if k in Settings.model_fields}
+            settings = Settings.model_validate({**self.settings.model_dump(), **shared})
+        s = settings
         n = {smp.image.shape[0] for smp in train + val}
         if any(c > MAX_CHANNELS for c in n):
             raise ValueError(f"Cellpose-SAM trains on at most three channels, the images have {max(n)}")
+        s = s.model_copy(update={"start_model": self.origin})
         self._weights_changed()
         result = fine_tune(self, train, val, s, ctx)
         self._weights_changed()
@@ -321,11 +353,21 @@ class CellposeNet:
         state = {k: v.detach().to("cpu", torch.float32) for k, v in self.net.state_dict().items()}
         torch.save(state, str(Path(folder) / WEIGHTS))
 
+    def evaluate(self, samples, ctx: JobContext) -> dict:
+        """The runner's AP@0.5/F1, then accelerator memory given back (the end of a training job)."""
+        from ...tasks import evaluate_predictions
+
+        try:
+            return evaluate_predictions(self, samples, ctx)
+        finally:
+            self.release()
+
     def release(self) -> None:
         """Give the accelerator memory back (the network moves to the CPU)."""
         import torch
 
-        dev = self.net.device
+        dev = self._cp.device
+        self._net16 = None
         self.to(torch.device("cpu"))
         devices.release(dev)
 
@@ -356,13 +398,14 @@ class _Backend:
         if not path.is_file():
             raise store.ModelError(f"{info.path} has no Cellpose weights file {WEIGHTS}")
         settings = Settings.model_validate(info.settings)
-        return CellposeNet(open_cellpose(path), settings, info.n_channels, info.name, path)
+        return CellposeNet(open_cellpose(path), settings, info.n_channels, info.name, path, str(info.path))
 
     def pretrained(self, name_or_path: str) -> CellposeNet:
         """``cpsam`` (from Cellpose's models folder, never a silent download offline) or a model file."""
         path = resolve(name_or_path)
         name = path.parent.name if path.name == WEIGHTS else path.name
-        return CellposeNet(open_cellpose(path), Settings(start_model=str(name_or_path)), MAX_CHANNELS, name, path)
+        settings = Settings(start_model=str(name_or_path))
+        return CellposeNet(open_cellpose(path), settings, MAX_CHANNELS, name, path, str(name_or_path))
 
 
 BACKEND = _Backend()

@@ -88,7 +88,8 @@ def prepare(samples: list[Sample], norm, device, min_masks: int) -> Prepared:
                 f"sample {smp.source!r}: Cellpose trains on 2D images (C, Y, X), got shape {smp.image.shape}")
         if smp.target.shape != smp.image.shape[1:]:
             raise ValueError(
-                f"sample {smp.source!r}: labels shape {smp.target.shape} differs from the image's {smp.image.shape[1:]}")
+                f"sample {smp.source!r}: labels shape {smp.target.shape} differs from the image's "
+                f"{smp.image.shape[1:]}")
         pair = _within_mask(smp)
         if pair is None or _count(pair[1]) < max(min_masks, 1 if min_masks else 0):
             out.left_out.append(smp.source)
@@ -165,4 +166,5 @@ def _validation(va: Prepared, s, dev) -> list:
     rs = np.random.RandomState(s.seed + 1)
     idx = [i for i, im in enumerate(va.images)
            for _ in range(min(4, math.ceil(im.shape[-2] * im.shape[-1] / BSIZE**2)))]
-    return [_crops(va, idx[k:k + s.batch_size], rs, s.scale_range, dev) for k in range(0, len(idx), s.batch_size)]
+    step = s.batch_size
+    return [_crops(va, idx[k:k + step], rs, s.scale_range, dev) for k in range(0, len(idx), step)]

@@ -18,7 +18,7 @@ from ... import device as devices
 from ... import store
 from ...config import Normalization, PredictSettings, TrainSettings
 from ...data import Sample
-from ...jobs import JobContext
+from ...jobs import Cancelled, JobContext
 from ...normalize import check_image, percentile_normalize
 from ...patches import augment, random_patch
 from ...tiling import predict_tiled, with_oom_retry
@@ -26,12 +26,15 @@ from ...training import FitResult, fit
 from . import targets as tg
 
 WEIGHTS = "weights.pt"
+_MAX_TUNE = 30  # validation images used to tune thresholds (bounds the time it takes)
 ADV = {"advanced": True}
 
 # Fields that define the network or the meaning of its outputs: when fine-tuning,
 # the loaded model's values win over the new training settings.
 ARCHITECTURE = ("mode", "labels_zero", "depth", "base_width", "batch_norm", "dropout",
-                "normalization", "boundary_width", "n_classes")
+                "normalization", "boundary_width", "n_classes",
+                # tuned on validation data: kept unless re-tuned after fine-tuning
+                "foreground_threshold", "seed_threshold")
 
 
 class Settings(TrainSettings):
@@ -42,7 +45,7 @@ class Settings(TrainSettings):
     labels_zero: Literal["background", "unannotated"] = Field(
         "background", description="Semantic labels: 0 = background (dense) or 0 = not annotated (scribbles)")
     depth: int = Field(3, ge=1, le=6, description="Number of down-sampling levels")
-    base_width: int = Field(32, ge=4, le=256, description="Feature channels of the first level (doubles per level)")
+    base_width: int = Field(16, ge=4, le=256, description="Feature channels of the first level (doubles per level)")
     batch_norm: bool = Field(True, description="Batch normalisation after each convolution")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout rate in the deepest block", json_schema_extra=ADV)
     patch_size: int = Field(128, ge=16, le=2048, description="Training patch edge (Y, X) in pixels")
@@ -54,6 +57,15 @@ class Settings(TrainSettings):
     foreground_patches: float = Field(0.7, ge=0, le=1, description="Share of patches centred on an object", json_schema_extra=ADV)
     weight_decay: float = Field(1e-4, ge=0, lt=1, description="AdamW weight decay", json_schema_extra=ADV)
     val_patches: int = Field(24, ge=1, le=1000, description="Fixed validation patches (at most)", json_schema_extra=ADV)
+    tune_thresholds: bool = Field(
+        True, description="Instance mode: after training, choose the watershed thresholds that score best "
+        "on the validation data", json_schema_extra=ADV)
+    foreground_threshold: float = Field(
+        0.5, gt=0, lt=1, description="Instance mode: default foreground threshold (tuned after training)",
+        json_schema_extra=ADV)
+    seed_threshold: float = Field(
+        0.5, gt=0, lt=1, description="Instance mode: default seed threshold (tuned after training)",
+        json_schema_extra=ADV)
     mixed_precision: bool = Field(
         True, description="Compute in bfloat16 where the hardware supports it (about 2x faster)", json_schema_extra=ADV)
     n_classes: int | None = Field(
@@ -81,11 +93,13 @@ class Settings(TrainSettings):
 class Predict(PredictSettings):
     """U-Net prediction and post-processing."""
 
-    foreground_threshold: float = Field(
-        0.5, gt=0, lt=1, description="Instance mode: pixels with object probability above this are foreground")
-    seed_threshold: float = Field(
-        0.5, gt=0, lt=1, description="Instance mode: interior probability above this starts an object (seed)")
-    min_size: int = Field(10, ge=0, description="Instance mode: drop objects smaller than this (pixels/voxels)")
+    foreground_threshold: float | None = Field(
+        None, gt=0, lt=1,
+        description="Instance mode: object probability above this is foreground (None = the model's tuned value)")
+    seed_threshold: float | None = Field(
+        None, gt=0, lt=1,
+        description="Instance mode: interior probability above this starts an object (None = the model's tuned value)")
+    min_size: int = Field(20, ge=0, description="Instance mode: drop objects smaller than this (pixels/voxels)")
     min_seed_size: int = Field(3, ge=1, description="Instance mode: drop seeds smaller than this", json_schema_extra=ADV)
     probabilities: bool = Field(False, description="Also return the class probabilities")
     test_time_flips: bool = Field(
@@ -114,6 +128,9 @@ class UNetModel:
         self.ndim = int(ndim)
         self.info: store.ModelInfo | None = None
         self.net = None
+        # Probabilities of the images thresholds were just tuned on, so the runner's
+        # evaluation right after training does not run the network on them again.
+        self._tuned_probs: dict[int, np.ndarray] = {}
         if _n_outputs(settings) is not None:
             self._build()
 
@@ -127,10 +144,15 @@ class UNetModel:
         return 3 if not self.semantic else int(self.settings.n_classes or 0)
 
     def _build(self) -> None:
+        import torch
+
         from .net import UNet
 
         s = self.settings
-        self.net = UNet(self.ndim, self.n_channels, _n_outputs(s), s.depth, s.base_width, s.batch_norm, s.dropout)
+        # Seeded initial weights (same settings, same model) without touching the global RNG.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(s.seed)
+            self.net = UNet(self.ndim, self.n_channels, _n_outputs(s), s.depth, s.base_width, s.batch_norm, s.dropout)
         self.net.eval()
 
     # -- training ---------------------------------------------------------------
@@ -199,6 +221,11 @@ class UNetModel:
         finally:
             self.net = net.to("cpu", memory_format=torch.contiguous_format).eval()
             devices.release(dev)
+        if s.mode == "instance" and s.tune_thresholds and val and result.best_epoch >= 1:
+            try:
+                result.metrics["thresholds"] = self.tune_thresholds(val[:_MAX_TUNE], ctx)
+            except Cancelled:
+                pass  # keep the trained weights and the previous thresholds
         return result
 
     def _merge_settings(self, settings: TrainSettings) -> None:
@@ -334,11 +361,81 @@ class UNetModel:
         if self.semantic:
             labels = np.argmax(prob, 0).astype(np.int32) + (1 if self.settings.scribbles else 0)
         else:
-            labels = tg.instances_from_probabilities(
-                prob, settings.foreground_threshold, settings.seed_threshold, settings.min_size, settings.min_seed_size)
+            labels = tg.instances_from_probabilities(prob, *self._thresholds(settings), settings.min_size,
+                                                     settings.min_seed_size)
         out = {"labels": labels}
         if settings.probabilities:
             out["probability"] = prob.astype(np.float32, copy=False)
+        return out
+
+    def _thresholds(self, settings: Predict) -> tuple[float, float]:
+        fg, seed = settings.foreground_threshold, settings.seed_threshold
+        return (self.settings.foreground_threshold if fg is None else fg,
+                self.settings.seed_threshold if seed is None else seed)
+
+    def tune_thresholds(self, samples: list[Sample], ctx: JobContext | None = None,
+                        settings: Predict | None = None) -> dict[str, float]:
+        """Choose the foreground/seed thresholds with the best mean AP@0.5 on ``samples``.
+
+        As StarDist does after training: the network's probabilities are computed once,
+        only the cheap watershed is repeated over a small grid. The winners are stored
+        in the model's settings and used whenever prediction leaves them automatic.
+        """
+        from ...metrics import match
+
+        ctx = ctx or JobContext()
+        base = (settings or Predict()).model_copy(update={"probabilities": True})
+        probs, truths = [], []
+        for i, smp in enumerate(samples):
+            ctx.check()
+            ctx.report(i, len(samples), f"tuning thresholds: image {i + 1}/{len(samples)}")
+            p = self.predict(smp.image, base, JobContext(should_cancel=lambda: ctx.cancelled))["probability"]
+            t = smp.target if smp.mask is None else np.where(smp.mask, smp.target, 0)
+            probs.append((p, smp.mask))
+            truths.append(t)
+            self._tuned_probs[id(smp.image)] = p
+        best = (-1.0, self.settings.foreground_threshold, self.settings.seed_threshold)
+        grid = [(fg, seed) for fg in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8) for seed in (0.4, 0.5, 0.6, 0.7, 0.8, 0.9)]
+        # On ties the values nearest the middle win: they are the least extreme choice.
+        for fg, seed in sorted(grid, key=lambda c: abs(c[0] - 0.5) + abs(c[1] - 0.5)):
+            aps = []
+            for (p, mask), t in zip(probs, truths):
+                lab = tg.instances_from_probabilities(p, fg, seed, base.min_size, base.min_seed_size)
+                if mask is not None:
+                    lab = np.where(mask, lab, 0)
+                aps.append(match(t, lab).ap)
+            score = float(np.mean(aps))
+            if score > best[0] + 1e-9:
+                best = (score, fg, seed)
+        self.settings = Settings.model_validate(
+            {**self.settings.model_dump(), "foreground_threshold": best[1], "seed_threshold": best[2]})
+        return {"tuned_ap50": best[0], "foreground_threshold": best[1], "seed_threshold": best[2]}
+
+    def evaluate(self, samples: list[Sample], ctx: JobContext | None = None) -> dict:
+        """AP@0.5/F1 (instance) or IoU per class (semantic) on ``samples``."""
+        from ...metrics import match
+        from ...tasks import evaluate_predictions
+
+        cache, self._tuned_probs = self._tuned_probs, {}
+        if self.semantic:
+            return evaluate_predictions(self, samples, ctx)
+        settings = Predict()
+        fg, seed = self._thresholds(settings)
+        aps, f1s = [], []
+        for smp in samples:
+            p = cache.get(id(smp.image))
+            if p is None:
+                lab = self.predict(smp.image, settings, ctx)["labels"]
+            else:
+                lab = tg.instances_from_probabilities(p, fg, seed, settings.min_size, settings.min_seed_size)
+            if smp.mask is not None:
+                lab = np.where(smp.mask, lab, 0)
+            m = match(smp.target, lab)
+            aps.append(m.ap)
+            f1s.append(m.f1)
+        out: dict = {"n_val": len(samples)}
+        if aps:
+            out["ap50"], out["f1"] = float(np.mean(aps)), float(np.mean(f1s))
         return out
 
     # -- storage ----------------------------------------------------------------
