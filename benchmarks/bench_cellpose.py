@@ -7,7 +7,9 @@ objects. Networks: a random small Cellpose-SAM (``--arch tiny``: 4 blocks, 192
 dims, 2.8 M parameters; ``micro``: 1 block, 32 dims) and, with ``--full``, a
 random ViT-L of cpsam's size (305 M parameters; the real cpsam weights are not
 needed for timing). Reports images/s; on a GPU that is the number to watch. "wrapper" is the time
-of our predict outside Cellpose's ``eval``, as a share of the time inside it.
+of our predict outside Cellpose's ``eval``, as a share of the time inside it;
+"cpu ratio" compares process CPU time, which other jobs on a shared machine blur
+less than wall time.
 
     python benchmarks/bench_cellpose.py                 # tiny net, 8 frames of 256x256
     python benchmarks/bench_cellpose.py --full --frames 2
@@ -50,6 +52,8 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--float32", action="store_true", help="float32 instead of Cellpose's default bfloat16")
     ap.add_argument("--mode", choices=["2d", "stitch"], default="2d")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads (1 gives steadier timings on a shared machine)")
     args = ap.parse_args()
 
     import torch
@@ -60,6 +64,8 @@ def main() -> None:
     from napari_dlbio.backends.cellpose import BACKEND, MICRO, TINY, VIT_L, Predict, write_random_model
     from napari_dlbio.backends.cellpose.net import encoder_of
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     dev = devices.select_device(args.device)
     stack = blobs_stack(args.frames, args.size)
     archs = [("micro" if args.arch == "micro" else "tiny", MICRO if args.arch == "micro" else TINY)]
@@ -68,8 +74,8 @@ def main() -> None:
     bf16 = not args.float32
     print(f"device {dev}, torch threads {torch.get_num_threads()}, stack {stack.shape} ({args.mode}), "
           f"{'bfloat16' if bf16 else 'float32'}, best of {args.repeat}")
-    head = ("network", "ours s", "direct s", "ratio", "wrapper", "images/s")
-    print("{:<20} {:>8} {:>9} {:>6} {:>8} {:>9}  same objects".format(*head))
+    head = ("network", "ours s", "direct s", "ratio", "cpu ratio", "wrapper", "images/s")
+    print("{:<20} {:>8} {:>9} {:>6} {:>9} {:>8} {:>9}  same objects".format(*head))
     tmp = Path(tempfile.mkdtemp(prefix="bench-cellpose-"))
     for label, arch in archs:
         path = write_random_model(tmp / label.split()[0], arch)
@@ -105,9 +111,12 @@ def main() -> None:
         a, b = run_ours(), run_direct()  # warm-up (and the check)
         same = np.array_equal(a > 0, b > 0) and len(np.unique(a)) == len(np.unique(b))
         t_ours, t_direct, wrapper = [], [], []
-        for _ in range(args.repeat):
-            for fn, acc in ((run_ours, t_ours), (run_direct, t_direct)):
+        cpu = {run_ours: [], run_direct: []}  # process CPU time: less blurred by other jobs
+        for i in range(args.repeat):
+            order = ((run_ours, t_ours), (run_direct, t_direct))
+            for fn, acc in order if i % 2 == 0 else order[::-1]:  # alternate who goes first
                 inner.clear()
+                c = time.process_time()
                 if dev.type == "cuda":
                     torch.cuda.synchronize()
                 t = time.perf_counter()
@@ -115,10 +124,13 @@ def main() -> None:
                 if dev.type == "cuda":
                     torch.cuda.synchronize()
                 acc.append(time.perf_counter() - t)
+                cpu[fn].append(time.process_time() - c)
                 if fn is run_ours:
                     wrapper.append((acc[-1] - sum(inner)) / sum(inner))
         o, d = min(t_ours), min(t_direct)
-        print(f"{label:<20} {o:8.2f} {d:9.2f} {o / d:6.3f} {min(wrapper):+8.2%} {len(stack) / o:9.2f}  {same}"
+        c_ratio = min(cpu[run_ours]) / min(cpu[run_direct])
+        print(f"{label:<20} {o:8.2f} {d:9.2f} {o / d:6.3f} {c_ratio:9.3f} {min(wrapper):+8.2%} "
+              f"{len(stack) / o:9.2f}  {same}"
               f"   (medians {statistics.median(t_ours):.2f} / {statistics.median(t_direct):.2f})")
         del ours, direct
         devices.release(dev)

@@ -23,6 +23,9 @@ from pathlib import Path
 import numpy as np
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# On a CPU shared with other jobs, torch's default (one thread per core) spins at its
+# barriers: a training step measured 2-6 s with 2 threads and 0.6 s with 1 thread here.
+THREADS = 1
 
 
 def table(title: str, header: list[str], rows: list[list]) -> None:
@@ -87,9 +90,10 @@ def bench_2d(minutes: float, work: Path) -> None:
     cmd = [sys.executable, "-m", "napari_dlbio", "train", "--backend", "stardist",
            "--images", str(dsb / "train" / "images"), "--labels", str(dsb / "train" / "masks"),
            "--out", str(out), "--minutes", str(minutes), "--quiet"]
-    print("$", " ".join(cmd[1:]), flush=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(THREADS)}
+    print(f"$ OMP_NUM_THREADS={THREADS}", " ".join(cmd[1:]), flush=True)
     t = time.monotonic()
-    subprocess.run(cmd, check=True)
+    subprocess.run(cmd, check=True, env=env)
     train_s = time.monotonic() - t
     ours = tasks.load_model(out)
     info = ours.info
@@ -149,16 +153,20 @@ def bench_3d(minutes: float) -> None:
 
 
 def main() -> None:
+    global THREADS
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=10.0, help="2D training budget (CLI --minutes)")
     ap.add_argument("--minutes-3d", type=float, default=3.0, help="3D training budget")
     ap.add_argument("--skip-2d", action="store_true")
     ap.add_argument("--skip-3d", action="store_true")
+    ap.add_argument("--threads", type=int, default=THREADS, help="torch threads (default 1: shared CPU)")
     args = ap.parse_args()
     if not DATA.is_dir():
         sys.exit(f"needs the shared data in {DATA}")
     import torch
 
+    THREADS = args.threads
+    torch.set_num_threads(THREADS)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
           f"load {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory() as tmp:

@@ -214,11 +214,17 @@ def test_offline_missing_cpsam_fails_fast_with_directions(cp, monkeypatch, tmp_p
 
 
 def test_online_probe_is_bounded(cp, monkeypatch):
+    """A hanging connection (or name lookup) cannot stall loading: the probe gives up."""
     from napari_dlbio.backends.cellpose import locate
 
+    def hang(*a, **k):
+        time.sleep(5)
+        raise OSError("too late")
+
+    monkeypatch.setattr(locate.socket, "create_connection", hang)
     t = time.monotonic()
-    locate.online(timeout=1.0)
-    assert time.monotonic() - t < 2.5
+    assert locate.online(timeout=0.3) is False
+    assert time.monotonic() - t < 1.5
     monkeypatch.setenv("NAPARI_DLBIO_OFFLINE", "1")
     assert locate.online() is False
 
@@ -350,5 +356,6 @@ def test_training_region_is_cropped_and_user_labels_untouched(cp):
                   cp.Settings().normalization, None, min_masks=1)
     assert out.images[0].shape == (1, 32, 44) and out.flows[0].shape == (3, 32, 44)
     assert out.images[1].shape == (1, 64, 64)
-    assert 0.0 <= out.images[1].min() and out.images[1].max() <= 1.5  # percentile-normalised
+    lo, hi = np.percentile(out.images[1], [1, 99])  # Cellpose's percentile normalisation
+    assert abs(lo) < 0.05 and abs(hi - 1) < 0.05
     np.testing.assert_array_equal(lab, kept)

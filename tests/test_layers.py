@@ -96,3 +96,19 @@ def test_annotation_summary():
     region[8:, 8:] = True
     assert annotation_summary(lab, "ZYX", 2, region).text() == "annotated: z=12 (1 of 40 slices, 1 object)"
     assert annotation_summary(np.zeros((8, 8), np.int32), "YX").text().startswith("annotated: none")
+
+
+def test_region_mask_maps_shapes_through_world_coordinates():
+    from napari.layers import Labels, Shapes
+
+    from napari_dlbio._layers import region_mask
+
+    labels = Labels(np.zeros((5, 40, 60), np.int32), scale=(3.0, 0.5, 0.5))
+    # A rectangle drawn in 2D in world units: y 5..10, x 10..20 -> pixels 10..20, 20..40.
+    shapes = Shapes([np.array([[5, 10], [5, 20], [10, 20], [10, 10]])], shape_type="rectangle")
+    mask = region_mask(shapes, labels, labels.data.shape)
+    assert mask.shape == (40, 60)  # 2D: the same region in every slice
+    ys, xs = np.nonzero(mask)
+    assert (ys.min(), ys.max(), xs.min(), xs.max()) == (10, 20, 20, 40)
+    with pytest.raises(ValueError, match="holds no shape"):
+        region_mask(Shapes([]), labels, labels.data.shape)

@@ -20,6 +20,7 @@ from qtpy.QtWidgets import (
     QLineEdit,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QStackedWidget,
     QVBoxLayout,
     QWidget,
@@ -144,6 +145,7 @@ class PredictWidget(QWidget):
         self.progress.setTextVisible(False)
         outer.addWidget(self.progress)
         self.status = hint("Tick image layers, pick a model, press Predict.")
+        self.status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         outer.addWidget(self.status)
         outer.addStretch(1)
 

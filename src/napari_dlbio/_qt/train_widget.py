@@ -23,6 +23,7 @@ from qtpy.QtWidgets import (
     QProgressBar,
     QPushButton,
     QScrollArea,
+    QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
@@ -92,7 +93,9 @@ class TrainWidget(QWidget):
         geo.addWidget(QLabel("model"))
         geo.addWidget(self.dims)
         form.addRow("axes", geo)
-        self.annotated = hint("")
+        self.annotated = QLabel("")
+        self.annotated.setWordWrap(True)
+        self.annotated.setToolTip("Only slices/frames with at least one non-zero label are used for training")
         form.addRow(self.annotated)
         outer.addWidget(data_box)
 
@@ -131,6 +134,9 @@ class TrainWidget(QWidget):
         outer.addWidget(self.plot)
         self.metrics = QLabel("")
         self.metrics.setWordWrap(True)
+        # Long texts wrap within the dock instead of widening it.
+        self.metrics.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         outer.addWidget(self.metrics)
         self.predict_btn = QPushButton("Predict with this model")
         self.predict_btn.setToolTip("Apply the model just trained to the training image (adds a new layer)")
@@ -142,7 +148,7 @@ class TrainWidget(QWidget):
         self.image.layer_changed.connect(self._image_changed)
         self.labels.layer_changed.connect(self._labels_changed)
         self.region.layer_changed.connect(lambda _: self._schedule_summary())
-        self.axes.editingFinished.connect(self._schedule_summary)
+        self.axes.editingFinished.connect(lambda: self._image_changed(self.image.layer()))
         self.dims.currentIndexChanged.connect(lambda _: self._schedule_summary())
         self.start_from.model_changed.connect(self._start_from_changed)
         self.name.textChanged.connect(lambda _: self._name_changed())
@@ -389,9 +395,17 @@ class TrainWidget(QWidget):
 
     def _reveal(self, widget: QWidget) -> None:
         """Scroll the dock so that ``widget`` (progress, plot, metrics) is in view."""
-        area = self.findChild(QScrollArea)
-        if area is not None:
-            area.ensureWidgetVisible(widget, 0, 10)
+
+        def now() -> None:
+            try:
+                area = self.findChild(QScrollArea)
+                if area is not None:
+                    area.ensureWidgetVisible(widget, 0, 10)
+            except RuntimeError:  # the dock was closed meanwhile
+                pass
+
+        # After the layout has taken in the new texts (metrics) - not before.
+        QTimer.singleShot(50, now)
 
     # -- predict with the fresh model ---------------------------------------------------------
     def predict_with_model(self) -> None:
@@ -443,12 +457,13 @@ def format_metrics(m: dict) -> str:
         lines.append(f"<b>validation</b>: mean IoU {m.get('mean_iou', float('nan')):.3f} (per class {per})")
     if "psnr" in m:
         lines.append(f"<b>validation</b>: PSNR {m['psnr']:.2f} dB")
+    validated = bool(lines)
     if not lines:
         lines.append("no validation data held out (one small image): no metrics")
     t = m.get("training") or {}
     if t:
-        lines.append(
-            f"{t.get('epochs', '?')} epochs, best epoch {t.get('best_epoch', '?')} "
-            f"(loss {t.get('best_loss', float('nan')):.4f}), {t.get('stopped', '')}, {t.get('seconds', 0)} s"
-        )
+        lines.append(f"{t.get('epochs', '?')} epochs in {_clock(float(t.get('seconds', 0)))}, "
+                     f"{t.get('stopped', '')}")
+        lines.append(f"kept epoch {t.get('best_epoch', '?')} (lowest {'validation' if validated else 'training'} loss "
+                     f"{t.get('best_loss', float('nan')):.4f})")
     return "<br>".join(lines)

@@ -169,7 +169,7 @@ def _make_config(
             trainer_params={
                 "enable_model_summary": False,
                 "num_sanity_val_steps": 0,
-                "log_every_n_steps": 10,
+                "log_every_n_steps": max(1, min(10, settings.steps_per_epoch)),
                 **(trainer_params or {}),
             },
             model_params={"depth": settings.depth, "num_channels_init": settings.base_filters},

@@ -246,6 +246,8 @@ class CellposeNet:
             net16 = copy.deepcopy(self.net)
             net16.dtype = torch.bfloat16   # CPSAM's setter casts its parameters
             self._net16 = net16.eval()
+        if self.net.device.type != "cpu":  # the float32 master waits on the CPU meanwhile
+            self._cp.net = self.net.to("cpu")
         if not _same_device(self._net16.device, device):
             self._net16 = self._net16.to(device)
         self._point_cellpose_at(device)
