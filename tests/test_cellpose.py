@@ -63,6 +63,14 @@ def blobs(n: int, size: int = 64, seed: int = 0, radius=(5, 9)):
     return np.stack(imgs), np.stack(labs)
 
 
+def cancel_when(condition) -> JobContext:
+    """A context whose user presses Stop as soon as a progress report meets ``condition``."""
+    box: list[JobContext] = []
+    ctx = JobContext(lambda p: box[0].cancel() if condition(p) else None)
+    box.append(ctx)
+    return ctx
+
+
 # -- prediction --------------------------------------------------------------------
 def test_predict_timelapse_shapes_progress_and_input_untouched(cp, model):
     img, _ = blobs(3)
@@ -161,13 +169,7 @@ def test_do_3d_volume(cp, model):
 
 def test_cancel_between_frames(cp, model):
     img, _ = blobs(3)
-    ctx = JobContext()
-
-    def on_progress(p):
-        if p.message == "1/3 slices":
-            ctx.cancel()
-
-    ctx._on_progress = on_progress
+    ctx = cancel_when(lambda p: p.message == "1/3 slices")
     res = tasks.predict(model, img, "TYX", cp.Predict(**F32), ctx)
     assert res.cancelled and res.n_items == 1
 
@@ -175,8 +177,7 @@ def test_cancel_between_frames(cp, model):
 def test_cancel_between_stitched_slices(cp, model):
     img, _ = blobs(1)
     vol = np.stack([img[0]] * 3)
-    ctx = JobContext()
-    ctx._on_progress = lambda p: ctx.cancel() if p.message == "slice 1/3" else None
+    ctx = cancel_when(lambda p: p.message == "slice 1/3")
     res = tasks.predict(model, vol, "ZYX", cp.Predict(stitch_threshold=0.3, **F32), ctx)
     assert res.cancelled and res.n_items == 0
 
@@ -321,8 +322,7 @@ def test_cancel_during_training_keeps_last_complete_epoch(cp, micro_file):
     td = data.from_arrays(imgs, labs, "TYX")
     s = cp.Settings(start_model=str(micro_file), epochs=50, steps_per_epoch=1, learning_rate=1e-3,
                     val_fraction=0.0, device="cpu", min_train_masks=1)
-    ctx = JobContext()
-    ctx._on_progress = lambda p: ctx.cancel() if p.metrics.get("epoch") == 2 else None
+    ctx = cancel_when(lambda p: p.metrics.get("epoch") == 2)
     out = tasks.train("cellpose", td, s, None, ctx, start_from=str(micro_file))
     assert out.fit.stopped == "cancelled" and out.fit.epochs == 2 and out.fit.best_epoch >= 1
 

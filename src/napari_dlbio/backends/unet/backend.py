@@ -395,7 +395,7 @@ class UNetModel:
             truths.append(t)
             self._tuned_probs[id(smp.image)] = p
         best = (-1.0, self.settings.foreground_threshold, self.settings.seed_threshold)
-        grid = [(fg, seed) for fg in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8) for seed in (0.4, 0.5, 0.6, 0.7, 0.8, 0.9)]
+        grid = [(fg, seed) for fg in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9) for seed in (0.4, 0.5, 0.6, 0.7, 0.8, 0.9)]
         # On ties the values nearest the middle win: they are the least extreme choice.
         for fg, seed in sorted(grid, key=lambda c: abs(c[0] - 0.5) + abs(c[1] - 0.5)):
             aps = []
