@@ -65,7 +65,8 @@ def trained2d(data2d, tmp_path_factory):
     img, lab = data2d
     td = data.from_arrays(img, lab, axes="ZYX", ndim=2)
     events = []
-    out = tasks.train("stardist", td, tiny(epochs=12, steps_per_epoch=12, learning_rate=5e-3), tmp_path_factory.mktemp("m") / "sd2d",
+    settings = tiny(epochs=12, steps_per_epoch=12, learning_rate=5e-3)
+    out = tasks.train("stardist", td, settings, tmp_path_factory.mktemp("m") / "sd2d",
                       JobContext(events.append))
     return out, events
 

@@ -222,7 +222,9 @@ def test_semantic_modes_learn_classes(zero):
 
 def test_3d_model_trains_and_predicts_volumes():
     vols = [nuclei_3d((12, 48, 48), seed=i, radius=(4.0, 7.0)) for i in range(2)]
-    s = BE.Settings(**{**TINY, "epochs": 2, "steps_per_epoch": 4, "batch_size": 2}, patch_size_z=8)
+    # bfloat16 autocast where supported: exercises the mixed-precision path with Conv3d.
+    s = BE.Settings(**{**TINY, "epochs": 2, "steps_per_epoch": 4, "batch_size": 2, "mixed_precision": True},
+                    patch_size_z=8)
     model = BE.new(s, 1, 3)
     fit = model.train([Sample(v[None], lab) for v, lab in vols], [], s, JobContext())
     assert fit.epochs == 2 and model.ndim == 3

@@ -74,10 +74,11 @@ class N2VSettings(TrainSettings):
         json_schema_extra=_ADV,
     )
     struct_span: int = Field(5, ge=3, le=15, description="structN2V mask length (odd)", json_schema_extra=_ADV)
-    depth: int = Field(2, ge=1, le=5, description="U-Net levels", json_schema_extra=_ADV)
-    base_filters: int = Field(32, ge=8, le=256, description="U-Net filters of the first level", json_schema_extra=_ADV)
+    # Small and deep: on a CPU, many cheap steps beat few expensive ones (see bench_n2v.py).
+    depth: int = Field(3, ge=1, le=5, description="U-Net levels", json_schema_extra=_ADV)
+    base_filters: int = Field(8, ge=8, le=256, description="U-Net filters of the first level", json_schema_extra=_ADV)
     masked_percent: float = Field(
-        0.5, ge=0.05, le=10.0, description="Share of pixels masked per patch, in percent", json_schema_extra=_ADV
+        2.0, ge=0.05, le=10.0, description="Share of pixels masked per patch, in percent", json_schema_extra=_ADV
     )
     roi_size: int = Field(
         11, ge=3, le=21, description="Neighbourhood a masked pixel's replacement is drawn from (odd)",
@@ -85,6 +86,12 @@ class N2VSettings(TrainSettings):
     )
     normalize: Literal["mean_std", "min_max", "none"] = Field(
         "mean_std", description="Intensity normalisation (statistics of the training data)", json_schema_extra=_ADV
+    )
+    average_last: float = Field(
+        0.25, ge=0.0, lt=1.0,
+        description="Average the weights and batch-norm statistics over this final share of training "
+        "(smooths out the noise of single N2V steps; 0 = keep the last weights)",
+        json_schema_extra=_ADV,
     )
     val_batches: int = Field(
         4, ge=1, le=1000, description="Validation batches per epoch (validation costs training time)",
@@ -94,7 +101,8 @@ class N2VSettings(TrainSettings):
     epochs: int = Field(200, ge=1, le=100_000, description="Upper bound on epochs")
     steps_per_epoch: int = Field(25, ge=1, le=100_000, description="Batches per epoch")
     batch_size: int = Field(8, ge=1, le=1024, description="Patches per batch")
-    learning_rate: float = Field(1e-3, gt=0, lt=1, description="Peak learning rate (cosine schedule)")
+    learning_rate: float = Field(2e-3, gt=0, lt=1, description="Peak learning rate (cosine schedule)",
+                                 json_schema_extra=_ADV)
     val_fraction: float = Field(0.1, ge=0.0, lt=0.9, description="Share of the images held out for validation")
 
     @field_validator("patch_size", "patch_size_z")
@@ -244,6 +252,7 @@ def _make_callback(ctx: JobContext, settings: N2VSettings, deadline: Deadline, t
             self.history: list[dict[str, float]] = []
             self.stopped = "completed"
             self.start = time.monotonic()
+            self.average: list | None = None
 
         def _done(self) -> float:
             return max(self.step / total_steps, deadline.fraction)
@@ -268,6 +277,8 @@ def _make_callback(ctx: JobContext, settings: N2VSettings, deadline: Deadline, t
                 )
             self.step += 1
             self.losses.append(loss)
+            if settings.average_last > 0 and self._done() >= 1 - settings.average_last:
+                self._update_average(module)
             epoch = trainer.current_epoch + 1
             ctx.report(self._done(), 1.0, f"epoch {epoch}, step {self.step}", loss=loss)
             if ctx.cancelled:
@@ -277,6 +288,40 @@ def _make_callback(ctx: JobContext, settings: N2VSettings, deadline: Deadline, t
             elif deadline.passed() and self.stopped == "completed":
                 self.stopped = "time budget"
                 trainer.should_stop = True
+
+        def _update_average(self, module) -> None:
+            # Stochastic weight averaging over the last part of the (cosine-annealed) run,
+            # with batch-norm statistics accumulated over the same steps instead of the
+            # last few noisy batches.
+            import torch
+
+            net = module.model
+            params = [p.detach() for p in net.parameters()]
+            if self.average is None:
+                self.average = [p.clone() for p in params]
+                self.n_average = 1
+                for m in net.modules():
+                    if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                        m.reset_running_stats()
+                        m.momentum = None  # cumulative average from now on
+                return
+            self.n_average += 1
+            with torch.no_grad():
+                for a, p in zip(self.average, params):
+                    a.add_(p - a, alpha=1.0 / self.n_average)
+
+        def apply_average(self, net) -> None:
+            """Put the averaged weights into ``net``; batch norm goes back to its usual momentum."""
+            import torch
+
+            if self.average is None:
+                return
+            with torch.no_grad():
+                for p, a in zip(net.parameters(), self.average):
+                    p.copy_(a.to(p.device))
+            for m in net.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.momentum = 0.1
 
         def on_train_epoch_end(self, trainer, module) -> None:
             if self.stopped == "cancelled" or not self.losses:
@@ -443,6 +488,7 @@ class N2VModel:
             cam.model.model.load_state_dict(self.module.model.state_dict())
             cam.train(train_data=train_arrays, val_data=val_arrays)
             cam.model.cpu()
+            callback.apply_average(cam.model.model)
             self.module, self.config = cam.model, cam.config
         finally:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -52,10 +52,13 @@ class Settings(TrainSettings):
     foreground: float = Field(0.9, ge=0, le=1, description="Share of patches centred on an object",
                               json_schema_extra=ADV)
     augment: bool = Field(True, description="Random flips, rotations and intensity changes")
-    optimize_thresholds: bool = Field(True, description="Tune probability/NMS thresholds on the validation data")
+    optimize_thresholds: bool = Field(
+        True, description="Tune probability/NMS thresholds on the validation data")
     normalization: Normalization = Field(default_factory=Normalization, description="Input normalisation")
     # Tuned for a few CPU minutes: the official package trains longer (lr 3e-4, patch 256).
-    learning_rate: float = Field(1e-3, gt=0, lt=1, description="Peak learning rate (cosine schedule)")
+    learning_rate: float = Field(
+        2e-3, gt=0, lt=1,
+        description="Peak learning rate (cosine schedule); lower it (e.g. 3e-4) to fine-tune")
     batch_size: int = Field(4, ge=1, le=1024, description="Patches per training step")
     weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay", json_schema_extra=ADV)
 
@@ -71,8 +74,10 @@ class Settings(TrainSettings):
 class Predict(PredictSettings):
     """StarDist prediction; empty thresholds use the model's optimised ones."""
 
-    prob_thresh: float | None = Field(None, gt=0, lt=1, description="Object probability threshold (empty: model's)")
-    nms_thresh: float | None = Field(None, gt=0, lt=1, description="Overlap allowed between objects (empty: model's)")
+    prob_thresh: float | None = Field(
+        None, gt=0, lt=1, description="Object probability threshold (empty: model's)")
+    nms_thresh: float | None = Field(
+        None, gt=0, lt=1, description="Overlap allowed between objects (empty: model's)")
     polygons: bool = Field(False, description="Also return the 2D objects' polygons as shapes")
 
 
@@ -145,7 +150,8 @@ class StarDistModel:
     def _normalize(self, item: np.ndarray) -> np.ndarray:
         return percentile_normalize(item, self.settings.normalization)
 
-    def network_output(self, x: np.ndarray, settings: Predict, ctx: JobContext) -> tuple[np.ndarray, np.ndarray]:
+    def network_output(self, x: np.ndarray, settings: Predict,
+                       ctx: JobContext) -> tuple[np.ndarray, np.ndarray]:
         """``(prob (*sub), dist (*sub, R))`` of a normalised item ``x`` (C, *spatial)."""
         import torch
 
@@ -168,7 +174,8 @@ class StarDistModel:
 
         def run(tile_size, batch_size):
             return predict_tiled(fn, x, 1 + self.arch.n_rays, tile=tile_size, overlap=settings.tile_overlap,
-                                 multiple=self.arch.multiple, grid=self.arch.grid, batch_size=batch_size, ctx=ctx)
+                                 multiple=self.arch.multiple, grid=self.arch.grid, batch_size=batch_size,
+                                 ctx=ctx)
 
         out = with_oom_retry(run, tile, settings.batch_size)
         return out[0], np.moveaxis(out[1:], 0, -1)
@@ -179,7 +186,9 @@ class StarDistModel:
 
         item = np.asarray(item, dtype=np.float32)
         if item.ndim != self.ndim + 1 or item.shape[0] != self.n_channels:
-            raise ValueError(f"expected an item of shape (C={self.n_channels}, {self.ndim} spatial axes), got {item.shape}")
+            raise ValueError(
+                f"expected an item of shape (C={self.n_channels}, {self.ndim} spatial axes), "
+                f"got {item.shape}")
         check_image(item)
         prob, dist = self.network_output(self._normalize(item), settings, ctx)
         ctx.check()
@@ -259,7 +268,8 @@ class StarDistModel:
             x, p, d, v = (t.to(device) for t in batch)
             x = x.contiguous(memory_format=fmt)
             out = self.net(x, logits=True)
-            return stardist_loss(out, p, d, v, settings.prob_weight, settings.dist_weight, settings.background_reg)
+            return stardist_loss(out, p, d, v, settings.prob_weight, settings.dist_weight,
+                                 settings.background_reg)
 
         result = fit(self.net, loss_fn, next_batch, val_batches, settings, ctx)
         self._trained = self._trained or result.best_epoch >= 1
@@ -398,7 +408,8 @@ class StarDistBackend:
         state = convert.state_dict_from_keras(convert.weights_file(folder, cfg), arch,
                                               StarDistNet(arch).state_dict())
         thresholds = convert.read_thresholds(folder) or DEFAULT_THRESHOLDS
-        model = StarDistModel(settings_for(arch), arch, thresholds, cfg.get("rays_json"), f"stardist:{name}", state)
+        model = StarDistModel(settings_for(arch), arch, thresholds, cfg.get("rays_json"),
+                              f"stardist:{name}", state)
         return model
 
 

@@ -93,7 +93,8 @@ def read_keras_weights(path: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
         raise ModelError(f"{path} is not a readable HDF5 weight file: {exc}") from exc
     with f:
         root = f["model_weights"] if "model_weights" in f else f
-        names = [n.decode() if isinstance(n, bytes) else str(n) for n in root.attrs.get("layer_names", list(root.keys()))]
+        stored = root.attrs.get("layer_names", list(root.keys()))
+        names = [n.decode() if isinstance(n, bytes) else str(n) for n in stored]
         out = []
         for name in names:
             if name not in root:
@@ -125,7 +126,8 @@ def state_dict_from_keras(path: Path, arch: Arch, expected: dict[str, Any]) -> d
     for name, kernel, bias in layers:
         target = name if name in ours else next(grid_names, None)
         if target is None:
-            raise ModelError(f"layer {name!r} of {path.name} has no counterpart in a StarDist network of this config")
+            raise ModelError(
+                f"layer {name!r} of {path.name} has no counterpart in a StarDist network of this config")
         # Keras kernels are (*spatial, in, out); torch wants (out, in, *spatial).
         w = np.transpose(kernel, (arch.ndim + 1, arch.ndim, *range(arch.ndim)))
         key = f"layers.{target}"
@@ -133,10 +135,12 @@ def state_dict_from_keras(path: Path, arch: Arch, expected: dict[str, Any]) -> d
             want = tuple(expected[f"{key}.{suffix}"].shape)
             if tuple(arr.shape) != want:
                 raise ModelError(
-                    f"layer {name!r} of {path.name} has shape {tuple(arr.shape)} where the config implies {want}"
+                    f"layer {name!r} of {path.name} has shape {tuple(arr.shape)} "
+                    f"where the config implies {want}"
                 )
             state[f"{key}.{suffix}"] = torch.from_numpy(np.ascontiguousarray(arr))
     missing = sorted(set(expected) - set(state))
     if missing:
-        raise ModelError(f"{path.name} lacks weights for {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}")
+        more = " ..." if len(missing) > 4 else ""
+        raise ModelError(f"{path.name} lacks weights for {', '.join(missing[:4])}{more}")
     return state

@@ -48,7 +48,8 @@ def find_model_folder(root: Path) -> Path:
     hits = sorted(p.parent for p in root.rglob("config.json"))
     if len(hits) != 1:
         raise ModelError(
-            f"{root} holds {'no' if not hits else len(hits)} StarDist model folder(s) (config.json + weights .h5); "
+            f"{root} holds {'no' if not hits else len(hits)} StarDist model folder(s) "
+            "(config.json + weights .h5); "
             "give exactly one"
         )
     return hits[0]

@@ -24,7 +24,8 @@ def subsample(a: np.ndarray, grid: tuple[int, ...]) -> np.ndarray:
     return a[tuple(slice(0, None, g) for g in grid)]
 
 
-def star_targets(labels: np.ndarray, n_rays: int, grid: tuple[int, ...], rays=None) -> tuple[np.ndarray, np.ndarray]:
+def star_targets(labels: np.ndarray, n_rays: int, grid: tuple[int, ...],
+                 rays=None) -> tuple[np.ndarray, np.ndarray]:
     """``(prob (*sub), dist (n_rays, *sub))`` float32 for one labelled patch."""
     from stardist import edt_prob, star_dist, star_dist3D
 

@@ -73,11 +73,13 @@ def optimize(
         coarse = np.round(np.arange(0.1, 0.951, step), 3)
         coarse = np.unique(np.concatenate([[low], coarse[coarse > low]])) if low < 0.95 else np.array([low])
         t0 = _middle_of_best(coarse, evaluate)
-        fine = np.round(np.arange(max(low, t0 - step + fine_step), min(0.99, t0 + step - fine_step / 2), fine_step), 3)
+        lo, hi = max(low, t0 - step + fine_step), min(0.99, t0 + step - fine_step / 2)
+        fine = np.round(np.arange(lo, hi, fine_step), 3)
         t1 = _middle_of_best(fine, evaluate)
         if cache[round(float(t1), 3)] > best["score"]:
             best = {"prob": float(t1), "nms": float(nms), "score": cache[round(float(t1), 3)]}
-        ctx.report(k + 1, total, f"thresholds: nms {nms} -> prob {t1:.2f} (AP {cache[round(float(t1), 3)]:.3f})")
+        ap = cache[round(float(t1), 3)]
+        ctx.report(k + 1, total, f"thresholds: nms {nms} -> prob {t1:.2f} (AP {ap:.3f})")
     return best
 
 

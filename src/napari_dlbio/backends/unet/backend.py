@@ -1,4 +1,4 @@
-"""The U-Net backend: settings, model (train / predict / save) and the BACKEND object.
+"""The U-Net backend: the model (train / predict / save) and the BACKEND object.
 
 Two modes. *Instance*: the network predicts background / interior / boundary and
 a seeded watershed turns that into one label per nucleus or cell. *Semantic*: one
@@ -9,14 +9,12 @@ is ignored by the loss and never predicted.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
-from pydantic import Field, model_validator
 
 from ... import device as devices
 from ... import store
-from ...config import Normalization, PredictSettings, TrainSettings
+from ...config import PredictSettings, TrainSettings
 from ...data import Sample
 from ...jobs import Cancelled, JobContext
 from ...normalize import check_image, percentile_normalize
@@ -24,94 +22,11 @@ from ...patches import augment, random_patch
 from ...tiling import predict_tiled, with_oom_retry
 from ...training import FitResult, fit
 from . import targets as tg
+from .settings import ARCHITECTURE, Predict, Settings
+from .settings import n_outputs as _n_outputs
 
 WEIGHTS = "weights.pt"
 _MAX_TUNE = 30  # validation images used to tune thresholds (bounds the time it takes)
-ADV = {"advanced": True}
-
-# Fields that define the network or the meaning of its outputs: when fine-tuning,
-# the loaded model's values win over the new training settings.
-ARCHITECTURE = ("mode", "labels_zero", "depth", "base_width", "batch_norm", "dropout",
-                "normalization", "boundary_width", "n_classes",
-                # tuned on validation data: kept unless re-tuned after fine-tuning
-                "foreground_threshold", "seed_threshold")
-
-
-class Settings(TrainSettings):
-    """U-Net architecture and training."""
-
-    mode: Literal["instance", "semantic"] = Field(
-        "instance", description="instance: one label per object (nuclei, cells); semantic: one class per label value")
-    labels_zero: Literal["background", "unannotated"] = Field(
-        "background", description="Semantic labels: 0 = background (dense) or 0 = not annotated (scribbles)")
-    depth: int = Field(3, ge=1, le=6, description="Number of down-sampling levels")
-    base_width: int = Field(16, ge=4, le=256, description="Feature channels of the first level (doubles per level)")
-    batch_norm: bool = Field(True, description="Batch normalisation after each convolution")
-    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout rate in the deepest block", json_schema_extra=ADV)
-    patch_size: int = Field(128, ge=16, le=2048, description="Training patch edge (Y, X) in pixels")
-    patch_size_z: int = Field(32, ge=4, le=512, description="Training patch depth (Z) for 3D models", json_schema_extra=ADV)
-    normalization: Normalization = Field(default_factory=Normalization, description="Intensity normalisation")
-    boundary_width: int = Field(1, ge=0, le=10, description="Instance mode: boundary class width in pixels", json_schema_extra=ADV)
-    boundary_weight: float = Field(2.0, gt=0, le=100, description="Instance mode: loss weight of the boundary class", json_schema_extra=ADV)
-    dice_weight: float = Field(0.5, ge=0, le=10, description="Weight of the soft Dice term added to cross-entropy", json_schema_extra=ADV)
-    foreground_patches: float = Field(0.7, ge=0, le=1, description="Share of patches centred on an object", json_schema_extra=ADV)
-    weight_decay: float = Field(1e-4, ge=0, lt=1, description="AdamW weight decay", json_schema_extra=ADV)
-    val_patches: int = Field(24, ge=1, le=1000, description="Fixed validation patches (at most)", json_schema_extra=ADV)
-    tune_thresholds: bool = Field(
-        True, description="Instance mode: after training, choose the watershed thresholds that score best "
-        "on the validation data", json_schema_extra=ADV)
-    foreground_threshold: float = Field(
-        0.5, gt=0, lt=1, description="Instance mode: default foreground threshold (tuned after training)",
-        json_schema_extra=ADV)
-    seed_threshold: float = Field(
-        0.5, gt=0, lt=1, description="Instance mode: default seed threshold (tuned after training)",
-        json_schema_extra=ADV)
-    mixed_precision: bool = Field(
-        True, description="Compute in bfloat16 where the hardware supports it (about 2x faster)", json_schema_extra=ADV)
-    n_classes: int | None = Field(
-        None, ge=2, le=255, description="Semantic mode: label values incl. 0 (None = from the training labels)",
-        json_schema_extra=ADV)
-    # Defaults tuned for the 5-minute CPU budget (see benchmarks/bench_unet.py).
-    learning_rate: float = Field(2e-3, gt=0, lt=1, description="Peak learning rate (cosine schedule)")
-    batch_size: int = Field(8, ge=1, le=1024, description="Patches per training step")
-    steps_per_epoch: int = Field(50, ge=1, le=100_000, description="Batches per epoch")
-    epochs: int = Field(200, ge=1, le=100_000, description="Upper bound on epochs")
-
-    @property
-    def scribbles(self) -> bool:
-        """True when label 0 means 'not annotated' (read by tasks.evaluate_predictions)."""
-        return self.mode == "semantic" and self.labels_zero == "unannotated"
-
-    @model_validator(mode="after")
-    def _patch_fits_depth(self) -> Settings:
-        m = 2**self.depth
-        if self.patch_size % m:
-            raise ValueError(f"patch_size {self.patch_size} must be a multiple of 2**depth = {m}")
-        return self
-
-
-class Predict(PredictSettings):
-    """U-Net prediction and post-processing."""
-
-    foreground_threshold: float | None = Field(
-        None, gt=0, lt=1,
-        description="Instance mode: object probability above this is foreground (None = the model's tuned value)")
-    seed_threshold: float | None = Field(
-        None, gt=0, lt=1,
-        description="Instance mode: interior probability above this starts an object (None = the model's tuned value)")
-    min_size: int = Field(20, ge=0, description="Instance mode: drop objects smaller than this (pixels/voxels)")
-    min_seed_size: int = Field(3, ge=1, description="Instance mode: drop seeds smaller than this", json_schema_extra=ADV)
-    probabilities: bool = Field(False, description="Also return the class probabilities")
-    test_time_flips: bool = Field(
-        False, description="Average predictions over flips (slower, slightly better)", json_schema_extra=ADV)
-
-
-def _n_outputs(s: Settings) -> int | None:
-    if s.mode == "instance":
-        return 3
-    if s.n_classes is None:
-        return None
-    return s.n_classes - 1 if s.scribbles else s.n_classes
 
 
 class UNetModel:
@@ -152,13 +67,17 @@ class UNetModel:
         # Seeded initial weights (same settings, same model) without touching the global RNG.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(s.seed)
-            self.net = UNet(self.ndim, self.n_channels, _n_outputs(s), s.depth, s.base_width, s.batch_norm, s.dropout)
+            self.net = UNet(self.ndim, self.n_channels, _n_outputs(s), s.depth, s.base_width,
+                            s.batch_norm, s.dropout)
         self.net.eval()
 
     # -- training ---------------------------------------------------------------
-    def train(self, train: list[Sample], val: list[Sample], settings: TrainSettings, ctx: JobContext) -> FitResult:
+    def train(
+        self, train: list[Sample], val: list[Sample], settings: TrainSettings, ctx: JobContext
+    ) -> FitResult:
         import torch
 
+        self._tuned_probs = {}
         self._merge_settings(settings)
         s = self.settings
         if not train:
@@ -241,14 +160,18 @@ class UNetModel:
         if smp.target is None:
             raise ValueError(f"sample {smp.source!r} has no labels; the U-Net needs labels to train")
         if smp.image.ndim != self.ndim + 1:
-            raise ValueError(f"sample {smp.source!r}: expected a {self.ndim}D item (C, *spatial), got shape {smp.image.shape}")
+            raise ValueError(f"sample {smp.source!r}: expected a {self.ndim}D item (C, *spatial), "
+                             f"got shape {smp.image.shape}")
         if smp.image.shape[0] != self.n_channels:
-            raise ValueError(f"sample {smp.source!r} has {smp.image.shape[0]} channel(s), the model takes {self.n_channels}")
+            raise ValueError(f"sample {smp.source!r} has {smp.image.shape[0]} channel(s), "
+                             f"the model takes {self.n_channels}")
         if smp.target.shape != smp.image.shape[1:]:
             raise ValueError(
-                f"sample {smp.source!r}: labels shape {smp.target.shape} differs from the image's {smp.image.shape[1:]}")
+                f"sample {smp.source!r}: labels shape {smp.target.shape} differs from the image's "
+                f"{smp.image.shape[1:]}")
         if smp.mask is not None and smp.mask.shape != smp.target.shape:
-            raise ValueError(f"sample {smp.source!r}: mask shape {smp.mask.shape} differs from labels {smp.target.shape}")
+            raise ValueError(f"sample {smp.source!r}: mask shape {smp.mask.shape} differs from labels "
+                             f"{smp.target.shape}")
         if smp.target.min() < 0:
             raise ValueError(f"sample {smp.source!r}: labels must not be negative")
         check_image(smp.image, f"image {smp.source!r}")
@@ -311,16 +234,20 @@ class UNetModel:
         return [to_batch(parts[i : i + bs]) for i in range(0, len(parts), bs)]
 
     # -- prediction -------------------------------------------------------------
-    def predict(self, item: np.ndarray, settings: PredictSettings | None, ctx: JobContext | None = None) -> dict:
+    def predict(
+        self, item: np.ndarray, settings: PredictSettings | None, ctx: JobContext | None = None
+    ) -> dict[str, np.ndarray]:
         import torch
 
         if self.net is None:
             raise ValueError("this U-Net has not been trained yet")
-        settings = settings if isinstance(settings, Predict) else Predict(**(settings.model_dump() if settings else {}))
+        if not isinstance(settings, Predict):
+            settings = Predict(**(settings.model_dump() if settings is not None else {}))
         ctx = ctx or JobContext()
         item = np.asarray(item)
         if item.ndim != self.ndim + 1:
-            raise ValueError(f"this {self.ndim}D U-Net takes items (C, *spatial) with {self.ndim + 1} axes, got shape {item.shape}")
+            raise ValueError(f"this {self.ndim}D U-Net takes items (C, *spatial) with {self.ndim + 1} axes, "
+                             f"got shape {item.shape}")
         if item.shape[0] != self.n_channels:
             raise ValueError(f"this U-Net takes {self.n_channels} channel(s), the image has {item.shape[0]}")
         check_image(item)
@@ -395,7 +322,8 @@ class UNetModel:
             truths.append(t)
             self._tuned_probs[id(smp.image)] = p
         best = (-1.0, self.settings.foreground_threshold, self.settings.seed_threshold)
-        grid = [(fg, seed) for fg in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9) for seed in (0.4, 0.5, 0.6, 0.7, 0.8, 0.9)]
+        grid = [(fg, seed) for fg in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+                for seed in (0.4, 0.5, 0.6, 0.7, 0.8, 0.9)]
         # On ties the values nearest the middle win: they are the least extreme choice.
         for fg, seed in sorted(grid, key=lambda c: abs(c[0] - 0.5) + abs(c[1] - 0.5)):
             aps = []
@@ -456,7 +384,8 @@ class UNetModel:
             state = torch.load(path, map_location="cpu", weights_only=True)
             self.net.load_state_dict(state)
         except Exception as exc:  # noqa: BLE001 - any unreadable file is the same problem to the user
-            raise store.ModelError(f"{path} is corrupt or does not match the model's settings: {exc}") from exc
+            raise store.ModelError(
+                f"{path} is corrupt or does not match the model's settings: {exc}") from exc
         self.net.eval()
 
 
@@ -534,7 +463,8 @@ class UNetBackend:
         try:
             settings = Settings.model_validate(info.settings)
         except ValueError as exc:
-            raise store.ModelError(f"{info.path}: the U-Net settings in model.json are invalid: {exc}") from exc
+            raise store.ModelError(
+                f"{info.path}: the U-Net settings in model.json are invalid: {exc}") from exc
         if settings.mode == "semantic" and settings.n_classes is None:
             raise store.ModelError(f"{info.path}: a semantic U-Net must record n_classes in model.json")
         model = UNetModel(settings, info.n_channels, info.ndim)
