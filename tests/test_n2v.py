@@ -126,6 +126,8 @@ def test_bioimageio_export_round_trip(trained, tmp_path):
     assert zip_path.is_file() and zip_path.suffix == ".zip"
     back = tasks.load_model(zip_path, backend="n2v")
     assert back.ndim == 2 and back.n_channels == 1 and back.settings.algorithm == "n2v2"
+    # The per-image normalisation, stated in the zip's description, comes back too.
+    assert back.settings.normalization == model.settings.normalization
     a = model.predict(noisy[None], BE.Predict(tta=False), JobContext())["image"]
     b = back.predict(noisy[None], BE.Predict(tta=False), JobContext())["image"]
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)

@@ -15,7 +15,11 @@ module adds what a napari user needs around it:
 - prediction through the shared tiler (:func:`napari_dlbio.tiling.predict_tiled`:
   progress per tile, cancel, out-of-memory retry) with test-time averaging over
   the 8 flips/rotations of the YX plane, which removes much of the residual noise
-  a short CPU training leaves behind. Output is in the input's intensity units.
+  a short CPU training leaves behind. Output is in the input's intensity units;
+- per-image percentile normalisation before CAREamics' dataset-wide mean/std, so
+  dim and bright images look alike to the network (undone on the output);
+- weights and batch-norm statistics averaged over the last quarter of training
+  (N2V's loss on a few masked pixels is noisy from step to step).
 
 CAREamics, torch and Lightning are imported only inside functions, so reading
 :class:`N2VSettings` (GUI forms, CLI options) stays cheap.
@@ -33,7 +37,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from ..config import PredictSettings, TrainSettings
+from ..config import Normalization, PredictSettings, TrainSettings
 from ..jobs import Deadline, JobContext
 from ..normalize import check_image
 from ..store import ModelError, ModelInfo
@@ -41,7 +45,7 @@ from ..store import ModelError, ModelInfo
 CONFIG_FILE = "careamics.yaml"
 CHECKPOINT_FILE = "n2v.ckpt"
 # Architecture fields: fixed once a model exists (fine-tuning keeps the loaded model's).
-ARCH_FIELDS = ("algorithm", "depth", "base_filters", "independent_channels", "normalize")
+ARCH_FIELDS = ("algorithm", "depth", "base_filters", "independent_channels", "normalize", "normalization")
 _ADV = {"advanced": True}
 
 
@@ -82,6 +86,12 @@ class N2VSettings(TrainSettings):
     )
     roi_size: int = Field(
         11, ge=3, le=21, description="Neighbourhood a masked pixel's replacement is drawn from (odd)",
+        json_schema_extra=_ADV,
+    )
+    normalization: Normalization = Field(
+        default_factory=Normalization,
+        description="Per-image percentile normalisation before CAREamics' own (dim and bright images "
+        "then look alike to the network); undone on the output",
         json_schema_extra=_ADV,
     )
     normalize: Literal["mean_std", "min_max", "none"] = Field(
@@ -211,6 +221,7 @@ def _settings_from_config(cfg) -> N2VSettings:
         struct_span=struct.span if struct is not None else 5,
         masked_percent=manip.masked_pixel_percentage,
         roi_size=manip.roi_size,
+        normalization=Normalization(mode="none"),  # a CAREamics model knows only its own
         normalize=norm if norm in ("mean_std", "min_max", "none") else "mean_std",
         batch_size=cfg.data_config.batch_size,
     )
@@ -396,6 +407,20 @@ class N2VModel:
             raise ModelError("this Noise2Void model has not been trained yet (no intensity statistics)")
         return create_normalization(norm)
 
+    def _pre(self, item: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per-image percentile normalisation (a new array) and its ``lo``/``hi`` to undo it."""
+        n = self.settings.normalization
+        if n.mode == "none":
+            one = np.ones((item.shape[0],) + (1,) * (item.ndim - 1), np.float32)
+            return np.array(item, np.float32), 0 * one, one
+        axes = tuple(range(1, item.ndim)) if n.per_channel else None
+        lo, hi = np.percentile(item, [n.low, n.high], axis=axes, keepdims=True)
+        if not n.per_channel:
+            lo = np.broadcast_to(lo, (item.shape[0],) + (1,) * (item.ndim - 1))
+            hi = np.broadcast_to(hi, lo.shape)
+        hi = np.maximum(hi, lo + 1e-6)
+        return ((item - lo) / (hi - lo)).astype(np.float32), lo.astype(np.float32), hi.astype(np.float32)
+
     def _check_item(self, item: np.ndarray) -> np.ndarray:
         item = np.asarray(item, dtype=np.float32)
         if item.ndim != self.ndim + 1:
@@ -420,7 +445,8 @@ class N2VModel:
         tta = bool(getattr(settings, "tta", True))
         item = self._check_item(item)
         norm = self._normalization()
-        x, _ = norm(item)  # a new array: the caller's item is never changed
+        pre, lo, hi = self._pre(item)  # a new array: the caller's item is never changed
+        x, _ = norm(pre)
         device = select_device(settings.device)
         net = self.module.model.to(device).eval()
         multiple = 2 ** self.config.algorithm_config.model.depth
@@ -443,6 +469,7 @@ class N2VModel:
             net.cpu()
             release(device)
         den = norm.denormalize(torch.from_numpy(out[None]))[0].numpy()
+        den = den * (hi - lo) + lo
         return {"image": den.astype(np.float32, copy=False)}
 
     # -- training -----------------------------------------------------------------------
@@ -461,10 +488,10 @@ class N2VModel:
             self._check_item(s.image)
         shapes = [s.image.shape[1:] for s in train + val]
         patch = _fit_patch(settings, shapes, self.ndim)
-        train_arrays = [_to_careamics(s.image) for s in train]
+        train_arrays = [_to_careamics(self._pre(s.image)[0]) for s in train]
         # Without held-out images, follow the masked loss on (other random masks of) the
         # training images: CAREamics' own split would take patches out of a small image.
-        val_arrays = [_to_careamics(s.image) for s in val] or train_arrays[:8]
+        val_arrays = [_to_careamics(self._pre(s.image)[0]) for s in val] or train_arrays[:8]
         train_arrays = train_arrays * self._repeats(settings, train, patch)
 
         accel = {"auto": "auto", "cpu": "cpu", "cuda": "gpu", "mps": "mps"}[settings.device]
@@ -536,7 +563,7 @@ class N2VModel:
         with torch.no_grad():
             for s in samples:
                 ctx.check()
-                x, _ = norm(self._check_item(s.image))
+                x, _ = norm(self._pre(self._check_item(s.image))[0])
                 crop = tuple(slice(0, d // mult * mult) for d in x.shape[1:])
                 x = x[(slice(None),) + crop]
                 if min(x.shape[1:]) < mult:
@@ -583,9 +610,6 @@ def _write_checkpoint(module, cfg, path: Path) -> None:
 def _model_from_careamics(cfg, module, name: str) -> N2VModel:
     axes = cfg.data_config.axes
     ndim = 3 if "Z" in axes else 2
-    if any(a in axes for a in "ST"):
-        # Samples/time are iterated by napari-dlbio, not part of an item.
-        pass
     n_channels = int(cfg.algorithm_config.model.in_channels)
     settings = _settings_from_config(cfg)
     module.cpu().eval()
@@ -629,7 +653,7 @@ def export_bioimageio(
     path.parent.mkdir(parents=True, exist_ok=True)
     if example is None:
         example = _example_input(model)
-    example = model._check_item(example)
+    example = model._pre(model._check_item(example))[0]
     mult = 2 ** model.config.algorithm_config.model.depth
     example = example[(slice(None),) + tuple(slice(0, max(mult, d // mult * mult)) for d in example.shape[1:])]
     title = name or (model.info.name if model.info is not None else model.name)
@@ -644,8 +668,7 @@ def export_bioimageio(
             friendly_model_name=friendly,
             input_array=_to_careamics(example),
             authors=authors or [{"name": "napari-dlbio user"}],
-            general_description=description
-            or f"Noise2Void ({model.settings.algorithm.upper()}) denoiser trained with napari-dlbio and CAREamics.",
+            general_description=description or _description(model),
             data_description=f"Trained on: {', '.join(s.get('image', '?') for s in prov.get('sources', []))}"
             if prov.get("sources") else "Self-supervised training on the user's noisy images.",
         )
@@ -654,6 +677,35 @@ def export_bioimageio(
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return path
+
+
+def _description(model: N2VModel) -> str:
+    text = f"Noise2Void ({model.settings.algorithm.upper()}) denoiser trained with napari-dlbio and CAREamics."
+    n = model.settings.normalization
+    if n.mode == "percentile":
+        # The zip holds CAREamics' own normalisation only; say what else the input needs.
+        text += (f" Inputs must first be normalised per image: percentile {n.low:g} -> 0 and "
+                 f"{n.high:g} -> 1{' per channel' if n.per_channel else ''} (napari-dlbio does this itself).")
+    return text
+
+
+def _normalization_in_zip(path: Path) -> Normalization | None:
+    """The per-image normalisation a zip exported by napari-dlbio states in its description."""
+    import re
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            rdf = next((n for n in z.namelist() if n.endswith(("rdf.yaml", "bioimageio.yaml"))), None)
+            text = z.read(rdf).decode("utf-8", "replace") if rdf else ""
+    except (OSError, zipfile.BadZipFile, KeyError):
+        return None
+    text = " ".join(text.split())  # YAML may fold a long description over lines
+    m = re.search(r"percentile ([0-9.]+) -> 0 and ([0-9.]+) -> 1( per channel)?", text)
+    if m is None:
+        return None
+    return Normalization(mode="percentile", low=float(m.group(1)), high=float(m.group(2)),
+                         per_channel=bool(m.group(3)))
 
 
 def _example_input(model: N2VModel) -> np.ndarray:
@@ -722,7 +774,11 @@ class _N2VBackend:
                 raise ModelError(f"cannot load the bioimage.io model {p}: {exc}") from exc
             if cfg.algorithm_config.algorithm != "n2v":
                 raise ModelError(f"{p} is a CAREamics {cfg.algorithm_config.algorithm} model, not Noise2Void")
-            return _model_from_careamics(cfg, module, p.stem)
+            model = _model_from_careamics(cfg, module, p.stem)
+            norm = _normalization_in_zip(p)
+            if norm is not None:
+                model.settings = model.settings.model_copy(update={"normalization": norm})
+            return model
         if p.is_file() and p.suffix.lower() == ".ckpt":
             return _load_checkpoint(p, p.stem)
         if p.exists():

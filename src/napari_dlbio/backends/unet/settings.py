@@ -70,7 +70,7 @@ class Settings(TrainSettings):
         0.5, gt=0, lt=1, description="Instance mode: the model's seed threshold (set by tuning)",
         json_schema_extra=ADV)
     mixed_precision: bool = Field(
-        True, description="Compute in bfloat16 where the hardware runs it fast (recent CPUs and GPUs)",
+        True, description="Compute in bfloat16 where the hardware runs it fast (GPUs; 2D on recent CPUs)",
         json_schema_extra=ADV)
     n_classes: int | None = Field(
         None, ge=2, le=255,
