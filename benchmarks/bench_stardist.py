@@ -7,7 +7,11 @@ converted to our network. 3D: trains on one half (along X) of the bundled
 ``test_image_nuclei_3d`` and segments the other half. Speed: prediction time of a
 512x512 image and of the 3D volume, split into network and NMS/rendering.
 
-    python benchmarks/bench_stardist.py --minutes 10 --minutes-3d 3
+    python benchmarks/bench_stardist.py --minutes 10 --minutes-3d 5
+
+Measured 2026-11-23 on the shared 2-core CPU (1 torch thread, load 3-6): CLI --minutes 10
+reached AP@0.5 0.772 / F1 0.859 on dsb2018/val (1550 steps); the official TF model trained
+for 9 CPU minutes, converted, 0.736 / 0.829. A 512x512 image: 0.41 s network + 0.05 s NMS.
 """
 
 from __future__ import annotations

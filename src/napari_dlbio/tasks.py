@@ -10,6 +10,7 @@ its provenance. Neither knows about Qt: progress and cancel travel in a
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -288,7 +289,10 @@ def evaluate_predictions(model, samples: list[Sample], ctx: JobContext | None = 
     if aps:
         out["ap50"], out["f1"] = float(np.mean(aps)), float(np.mean(f1s))
     if ious:
-        per = np.nanmean(np.array(ious, dtype=float), axis=0)
+        with warnings.catch_warnings():
+            # A class absent from every image (class 0 with scribbles) is NaN, by design.
+            warnings.simplefilter("ignore", RuntimeWarning)
+            per = np.nanmean(np.array(ious, dtype=float), axis=0)
         out["iou_per_class"] = [None if np.isnan(v) else float(v) for v in per]
         out["mean_iou"] = float(np.nanmean(per))
     if psnrs:
