@@ -112,3 +112,30 @@ def test_region_mask_maps_shapes_through_world_coordinates():
     assert (ys.min(), ys.max(), xs.min(), xs.max()) == (10, 20, 20, 40)
     with pytest.raises(ValueError, match="holds no shape"):
         region_mask(Shapes([]), labels, labels.data.shape)
+
+
+def test_polygons_become_a_shapes_layer_and_n2v_outputs_are_named_after_the_method():
+    import numpy as np
+
+    from napari_dlbio._layers import prediction_layers, snapshot
+    from napari_dlbio.tasks import Prediction
+
+    class Layer:
+        name, data, rgb = "cells", np.zeros((2, 8, 8), np.float32), False
+        scale, translate = (1.0, 0.5, 0.5), (0.0, 10.0, 20.0)
+
+    src = snapshot(Layer(), "TYX")
+    poly = np.array([[0, 1, 1], [0, 1, 4], [0, 4, 4]], np.float32)
+    pred = Prediction({"labels": np.zeros((2, 8, 8), np.int32), "shapes": [poly]},
+                      {"labels": "TYX", "shapes": "TYX"}, "sd")
+    layers = prediction_layers(pred, src, {"backend": "stardist"})
+    kinds = {m["name"]: kind for _, m, kind in layers}
+    assert kinds == {"cells_sd": "labels", "cells_sd_shapes": "shapes"}
+    shapes = next(d for d, m, k in layers if k == "shapes")
+    np.testing.assert_array_equal(shapes[0], poly)
+    assert next(m for _, m, k in layers if k == "shapes")["scale"] == [1.0, 0.5, 0.5]
+
+    pytest.importorskip("careamics")
+    den = Prediction({"image": np.zeros((2, 8, 8), np.float32)}, {"image": "TYX"}, "my-denoiser")
+    (data, meta, kind), = prediction_layers(den, src, {"backend": "n2v"})
+    assert (meta["name"], kind, data.dtype) == ("cells_n2v", "image", np.float32)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from .axes import ItemPlan, guess_axes, validate_axes
+from .tasks import SHAPES
 
 PROVENANCE_KEY = "napari_dlbio"
 
@@ -107,6 +108,17 @@ def geometry_for(src: LayerSnapshot, out_axes: str) -> tuple[list[float], list[f
     return scale, translate
 
 
+def _layer_suffix(backend: str | None) -> str | None:
+    """A backend's fixed name for its outputs (Noise2Void: ``<image>_n2v``), if it has one."""
+    if not backend:
+        return None
+    from .backends import BACKENDS, get
+
+    if backend not in BACKENDS:
+        return None
+    return getattr(get(backend), "layer_suffix", None)
+
+
 def provenance(model, src: LayerSnapshot, settings=None, extra: dict | None = None) -> dict[str, Any]:
     """Where a result came from, for ``layer.metadata`` (plain JSON-able values)."""
     info = getattr(model, "info", None)
@@ -136,11 +148,11 @@ def prediction_layers(
     image layers. Each keeps the source's scale and translate for its own axes.
     """
     taken = set(existing)
-    base = f"{src.name}_{prediction.model}"
+    base = f"{src.name}_{_layer_suffix(prov.get('backend')) or prediction.model}"
     out = []
     for key, arr in prediction.outputs.items():
         main = key in ("labels", "image")
-        if not main and not extras:
+        if not (main or extras or key == SHAPES):  # polygons are asked for by their own setting
             continue
         axes = prediction.axes[key]
         name = unique_name(base if main else f"{base}_{key}", taken)
@@ -148,7 +160,11 @@ def prediction_layers(
         scale, translate = geometry_for(src, axes)
         meta = {"name": name, "scale": scale, "translate": translate,
                 "metadata": {PROVENANCE_KEY: {**prov, "output": key, "axes": axes}}}
-        if key == "labels":
+        if key == SHAPES:
+            # Outlines (StarDist polygons) in the labels' axes, drawn as polygons over them.
+            meta.update(shape_type="polygon", edge_color="yellow", face_color="transparent", edge_width=1)
+            out.append((list(arr), meta, "shapes"))
+        elif key == "labels":
             out.append((np.asarray(arr).astype(np.int32, copy=False), meta, "labels"))
         else:
             meta["blending"] = "additive" if not main else "translucent"

@@ -18,9 +18,7 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QProgressBar,
     QPushButton,
-    QSizePolicy,
     QStackedWidget,
     QVBoxLayout,
     QWidget,
@@ -31,7 +29,7 @@ from .._layers import parse_channels, prediction_layers, provenance, snapshot
 from ..jobs import Cancelled, Progress
 from .forms import SettingsForm
 from .runner import JobRunner, warm_up_torch, describe_error, notify_error, notify_info
-from .widgets import scroll_body, ImageTable, SavedModelPicker, hint
+from .widgets import ImageTable, JobControls, SavedModelPicker, scroll_body
 
 SOURCES = ("Saved model", "Model folder", "Pretrained")
 PRETRAINED_HINTS = {"cellpose": "cpsam", "stardist": "2D_versatile_fluo", "n2v": "model folder or bioimage.io id"}
@@ -131,22 +129,14 @@ class PredictWidget(QWidget):
         self.settings_layout.addWidget(self.probabilities)
         outer.addWidget(self.settings_box)
 
-        buttons = QHBoxLayout()
-        self.run_btn = QPushButton("Predict")
-        self.run_btn.setToolTip("Run the model on every ticked image layer; each result becomes a new layer")
-        self.cancel_btn = QPushButton("Cancel")
-        self.cancel_btn.setEnabled(False)
-        buttons.addWidget(self.run_btn, 1)
-        buttons.addWidget(self.cancel_btn)
-        outer.addLayout(buttons)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1000)
-        self.progress.setValue(0)
-        self.progress.setTextVisible(False)
-        outer.addWidget(self.progress)
-        self.status = hint("Tick image layers, pick a model, press Predict.")
-        self.status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-        outer.addWidget(self.status)
+        controls = JobControls(
+            "Predict", "Run the model on every ticked image layer; each result becomes a new layer",
+            "Stop after the current slice or tile; finished layers are kept",
+            "Tick image layers, pick a model, press Predict.",
+        )
+        self.run_btn, self.cancel_btn = controls.run_btn, controls.cancel_btn
+        self.progress, self.status = controls.progress, controls.status
+        outer.addWidget(controls)
         outer.addStretch(1)
 
         self.source.currentIndexChanged.connect(self._source_changed)
@@ -190,7 +180,7 @@ class PredictWidget(QWidget):
             self.model_info.setText(f"⚠ {describe_error(exc)}")
             return
         if info is not None:
-            from .widgets import scroll_body, _describe
+            from .widgets import _describe
 
             self.model_info.setText(_describe(info).replace("\n", " · "))
             self.model_info.setToolTip(str(info.path))

@@ -20,7 +20,6 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QProgressBar,
     QPushButton,
     QScrollArea,
     QSizePolicy,
@@ -43,7 +42,7 @@ from .forms import SettingsForm
 from .loss_plot import LossPlot
 from .predict_widget import add_layers, usable_backends
 from .runner import JobRunner, warm_up_torch, describe_error, notify_error, notify_info
-from .widgets import scroll_body, LayerCombo, SavedModelPicker, hint
+from .widgets import JobControls, LayerCombo, SavedModelPicker, hint, scroll_body
 
 _DEBOUNCE_MS = 400
 
@@ -115,28 +114,20 @@ class TrainWidget(QWidget):
         mform.addRow(self.name_hint)
         outer.addWidget(model_box)
 
-        buttons = QHBoxLayout()
-        self.train_btn = QPushButton("Train")
-        self.cancel_btn = QPushButton("Cancel")
-        self.cancel_btn.setToolTip("Stop after the current batch; the best model so far is kept and saved")
-        self.cancel_btn.setEnabled(False)
-        buttons.addWidget(self.train_btn, 1)
-        buttons.addWidget(self.cancel_btn)
-        outer.addLayout(buttons)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1000)
-        self.progress.setValue(0)
-        self.progress.setTextVisible(False)
-        outer.addWidget(self.progress)
-        self.status = hint("Pick an image and its labels, then press Train.")
-        outer.addWidget(self.status)
+        controls = JobControls(
+            "Train", "Train in the background; the best model on validation data is saved",
+            "Stop after the current batch; the best model so far is kept and saved",
+            "Pick an image and its labels, then press Train.",
+        )
+        self.train_btn, self.cancel_btn = controls.run_btn, controls.cancel_btn
+        self.progress, self.status = controls.progress, controls.status
+        outer.addWidget(controls)
         self.plot = LossPlot()
         outer.addWidget(self.plot)
         self.metrics = QLabel("")
         self.metrics.setWordWrap(True)
         # Long texts wrap within the dock instead of widening it.
         self.metrics.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-        self.status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         outer.addWidget(self.metrics)
         self.predict_btn = QPushButton("Predict with this model")
         self.predict_btn.setToolTip("Apply the model just trained to the training image (adds a new layer)")

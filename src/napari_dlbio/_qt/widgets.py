@@ -1,4 +1,4 @@
-"""Small building blocks shared by the docks: layer pickers and the saved-model picker."""
+"""Small building blocks shared by the docks: layer pickers, the saved-model picker, job controls."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLabel,
+    QProgressBar,
     QPushButton,
     QScrollArea,
     QSizePolicy,
@@ -302,3 +303,30 @@ def hint(text: str) -> QLabel:
     lab.setWordWrap(True)
     lab.setStyleSheet("color: gray;")
     return lab
+
+
+class JobControls(QWidget):
+    """Run and Cancel buttons, a progress bar and a status line: what every dock's job shows."""
+
+    def __init__(self, run_text: str, run_tip: str, cancel_tip: str, status: str, parent=None) -> None:
+        super().__init__(parent)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        buttons = QHBoxLayout()
+        self.run_btn = QPushButton(run_text)
+        self.run_btn.setToolTip(run_tip)
+        self.cancel_btn = QPushButton("Cancel")
+        self.cancel_btn.setToolTip(cancel_tip)
+        self.cancel_btn.setEnabled(False)
+        buttons.addWidget(self.run_btn, 1)
+        buttons.addWidget(self.cancel_btn)
+        outer.addLayout(buttons)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.progress.setValue(0)
+        self.progress.setTextVisible(False)
+        outer.addWidget(self.progress)
+        self.status = hint(status)
+        # Long messages wrap within the dock instead of widening it.
+        self.status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        outer.addWidget(self.status)

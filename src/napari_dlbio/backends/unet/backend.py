@@ -21,6 +21,7 @@ from ...normalize import check_image, percentile_normalize
 from ...patches import augment, random_patch
 from ...tiling import predict_tiled, with_oom_retry
 from ...training import FitResult, fit
+from ...tta import averaged
 from . import targets as tg
 from .settings import ARCHITECTURE, Predict, Settings
 from .settings import n_outputs as _n_outputs
@@ -266,13 +267,7 @@ class UNetModel:
                 def probs(v):
                     return torch.softmax(net(v).float(), 1)
 
-                acc = probs(t)
-                if flips:
-                    dims = list(range(2, t.ndim))
-                    for d in dims:
-                        acc += torch.flip(probs(torch.flip(t, [d])), [d])
-                    acc /= len(dims) + 1
-                return acc.cpu().numpy()
+                return averaged(probs, t, "flips" if flips else "none").cpu().numpy()
 
         tile = settings.tile_size or _auto_tile(x.shape[1:])
 

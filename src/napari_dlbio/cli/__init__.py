@@ -11,134 +11,54 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import signal
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__, store
-from .jobs import Cancelled, JobContext, Progress
+from .. import __version__, store
+from ..jobs import Cancelled, JobContext
+from .common import EXIT_CANCELLED, EXIT_USAGE, OWN_PREFIX, PROG, CLIError, _log
+from .demo import DEMO_ENOUGH_STEPS, DEMO_TEST_SEED, DEMO_TRAIN_SEEDS, _demo_gui, cmd_demo, demo_settings
+from .images import _expand_inputs, _file_axes, _guess_for_model, _OpenImage, _out_name, _TiffOutputs
+from .progress import ProgressBar, _CancelOnInterrupt, _clock
 
-PROG = "napari-dlbio"
-EXIT_USAGE = 2
-EXIT_CANCELLED = 130
-OWN_PREFIX = "s__"  # argparse dest prefix of options generated from a settings model
-
-
-class CLIError(Exception):
-    """A problem the user can fix; printed as one line, exit status 2."""
-
-
-# --- progress -----------------------------------------------------------------------
-class ProgressBar:
-    """A one-line text progress bar on stderr, redrawn in place.
-
-    Keeps the latest epoch and losses reported by the training loop so the line
-    shows them even between epoch reports. When stderr is not a terminal (logs,
-    CI) it prints a plain line per 10 % step instead of carriage returns.
-    """
-
-    def __init__(self, title: str = "", stream=None, enabled: bool = True, width: int = 28) -> None:
-        self.stream = stream or sys.stderr
-        self.enabled = enabled
-        self.title = title
-        self.width = width
-        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.start = time.monotonic()
-        self.metrics: dict[str, float] = {}
-        self._last_draw = 0.0
-        self._last_decile = -1
-        self._drawn = False
-        self.message = ""
-
-    def __call__(self, p: Progress) -> None:
-        if not self.enabled:
-            return
-        self.metrics.update(p.metrics)
-        # The loop's end-of-epoch report repeats the losses in its message; the
-        # step reports ("epoch 3, step 120") say where training is.
-        self.message = f"epoch {int(p.metrics['epoch'])} done" if "epoch" in p.metrics else p.message
-        frac = p.fraction
-        now = time.monotonic()
-        if self.tty:
-            if now - self._last_draw < 0.1 and not (frac is not None and frac >= 1):
-                return
-            self._last_draw = now
-            self.stream.write("\r" + self.line(frac, self.message) + "\x1b[K")
-            self._drawn = True
-        else:
-            decile = -1 if frac is None else int(frac * 10)
-            if decile <= self._last_decile:
-                return
-            self._last_decile = decile
-            self.stream.write(self.line(frac, self.message) + "\n")
-        self.stream.flush()
-
-    def line(self, frac: float | None, message: str) -> str:
-        elapsed = time.monotonic() - self.start
-        if frac is None:
-            bar, pct, eta = "-" * self.width, "  ?%", ""
-        else:
-            n = int(round(frac * self.width))
-            bar = "#" * n + "-" * (self.width - n)
-            pct = f"{frac * 100:3.0f}%"
-            eta = f" < {_clock(elapsed / frac - elapsed)}" if 0.01 < frac < 1 else ""
-        parts = [self.title, f"{pct} [{bar}]", _clock(elapsed) + eta, message]
-        m = self.metrics
-        if "loss" in m:
-            parts.append(f"loss {m['loss']:.4f}")
-        if "val_loss" in m:
-            parts.append(f"val {m['val_loss']:.4f}")
-        return " ".join(p for p in parts if p)
-
-    def close(self) -> None:
-        if self.enabled and self.tty and self._drawn:
-            self.stream.write("\n")
-            self.stream.flush()
-        self._drawn = False
-
-
-def _clock(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    m, s = divmod(seconds, 60)
-    h, m = divmod(m, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
-class _CancelOnInterrupt:
-    """First Ctrl-C asks the job to stop (best model kept); a second one aborts."""
-
-    def __init__(self, ctx: JobContext) -> None:
-        self.ctx = ctx
-        self._old = None
-
-    def __enter__(self) -> _CancelOnInterrupt:
-        import threading
-
-        if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if self.ctx.cancelled:
-            raise KeyboardInterrupt
-        self.ctx.cancel()
-        sys.stderr.write("\ncancelling after the current step (Ctrl-C again to abort)...\n")
-        sys.stderr.flush()
-
-    def __exit__(self, *exc) -> None:
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
+__all__ = [
+    "DEMO_ENOUGH_STEPS",
+    "DEMO_TEST_SEED",
+    "DEMO_TRAIN_SEEDS",
+    "EXIT_CANCELLED",
+    "EXIT_USAGE",
+    "OWN_PREFIX",
+    "PROG",
+    "CLIError",
+    "ProgressBar",
+    "build_parser",
+    "cmd_demo",
+    "cmd_models",
+    "cmd_predict",
+    "cmd_train",
+    "demo_settings",
+    "main",
+    "_CancelOnInterrupt",
+    "_OpenImage",
+    "_TiffOutputs",
+    "_clock",
+    "_demo_gui",
+    "_expand_inputs",
+    "_file_axes",
+    "_guess_for_model",
+    "_log",
+    "_out_name",
+]
 
 
 # --- settings options ------------------------------------------------------------------
 def _add_settings_options(parser: argparse.ArgumentParser, model_cls, title: str, taken: set[str]) -> None:
     """One option per settings field; values stay strings and are parsed/validated later."""
-    from .settings_fields import fields
+    from ..settings_fields import fields
 
     basic = parser.add_argument_group(f"{title} settings")
     advanced = parser.add_argument_group(f"{title} advanced settings")
@@ -162,7 +82,7 @@ def _add_settings_options(parser: argparse.ArgumentParser, model_cls, title: str
 
 
 def _settings_from_args(args: argparse.Namespace, model_cls, base=None):
-    from .settings_fields import build, fields
+    from ..settings_fields import build, fields
 
     specs = {s.dest: s for s in fields(model_cls)}
     values = {}
@@ -183,7 +103,7 @@ def _common() -> argparse.ArgumentParser:
 
 
 def build_parser(train_backend=None, predict_backend=None) -> argparse.ArgumentParser:
-    from .backends import BACKENDS
+    from ..backends import BACKENDS
 
     common = _common()
     parser = argparse.ArgumentParser(
@@ -293,7 +213,7 @@ def _peek(argv: Sequence[str], *options: str) -> dict[str, str | None]:
 
 def _backends_for(argv: Sequence[str]):
     """The backends whose options the parser must offer, from argv (no full parse yet)."""
-    from . import backends
+    from .. import backends
 
     cmd = next((a for a in argv if not a.startswith("-")), None)
     if cmd == "train":
@@ -318,7 +238,7 @@ def _backends_for(argv: Sequence[str]):
 
 
 def _get_backend(name: str):
-    from . import backends
+    from .. import backends
 
     try:
         return backends.get(name)
@@ -337,8 +257,8 @@ def _channels(text: str | None) -> tuple[int, ...] | None:
 
 
 def cmd_train(args, backend) -> int:
-    from . import data as data_mod
-    from . import tasks
+    from .. import data as data_mod
+    from .. import tasks
 
     if backend.output == "labels" and not args.labels:
         raise CLIError(f"--labels is required to train a {backend.name} model (it learns from label images)")
@@ -402,114 +322,11 @@ def _metrics_text(metrics: dict) -> str:
     return " ".join(out)
 
 
-def _log(args):
-    def log(msg: str) -> None:
-        if not args.quiet:
-            print(msg, file=sys.stderr, flush=True)
-
-    return log
-
-
-def _expand_inputs(inputs: Sequence[str]) -> list[Path]:
-    from .data import IMAGE_SUFFIXES, list_images
-
-    files: list[Path] = []
-    for s in inputs:
-        p = Path(s).expanduser()
-        if p.is_dir():
-            try:
-                files += list_images(p)
-            except FileNotFoundError as exc:
-                raise CLIError(str(exc)) from None
-        elif p.is_file():
-            if p.suffix.lower() not in IMAGE_SUFFIXES:
-                raise CLIError(f"{p} is not an image file ({', '.join(IMAGE_SUFFIXES)})")
-            files.append(p)
-        else:
-            raise CLIError(f"no such file or folder: {p}")
-    names: dict[str, Path] = {}
-    for f in files:
-        key = _out_name(f)
-        if key in names:
-            raise CLIError(f"{names[key]} and {f} would both be written as {key}; predict them separately")
-        names[key] = f
-    return files
-
-
-def _out_name(path: Path, extra: str = "") -> str:
-    suffix = path.suffix if path.suffix.lower() in (".tif", ".tiff") else ".tif"
-    return f"{path.stem}{'_' + extra if extra else ''}{suffix}"
-
-
-class _OpenImage:
-    """An input image opened lazily where the format allows; closed on exit.
-
-    Uncompressed TIFFs are memory-mapped, other TIFFs read chunk-wise through
-    zarr; items are then read one at a time by the job runner. Axes come from the
-    file (ImageJ hyperstacks) when they are unambiguous.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.array: Any = None
-        self.axes: str | None = None
-        self.rgb = False
-        self._tif = None
-
-    def __enter__(self) -> _OpenImage:
-        from .data import read_image
-
-        if self.path.suffix.lower() not in (".tif", ".tiff"):
-            try:
-                self.array = read_image(self.path)
-            except Exception as exc:  # noqa: BLE001 - any decoder error means an unreadable file
-                raise CLIError(f"cannot read {self.path}: {exc}") from None
-            self.rgb = self.array.ndim == 3 and self.array.shape[-1] in (3, 4)
-            return self
-        import tifffile
-
-        try:
-            self._tif = tifffile.TiffFile(self.path)
-            series = self._tif.series[0]
-        except Exception as exc:  # noqa: BLE001
-            raise CLIError(f"cannot read {self.path}: {exc}") from None
-        self.axes = _file_axes(series.axes)
-        self.rgb = series.axes.endswith("S") and series.shape[-1] in (3, 4)
-        try:
-            self.array = tifffile.memmap(self.path, mode="r")
-        except Exception:  # noqa: BLE001 - compressed/tiled data cannot be mapped
-            self.array = self._zarr(series)
-        return self
-
-    def _zarr(self, series):
-        try:
-            import zarr
-
-            return zarr.open(series.aszarr(), mode="r")
-        except Exception:  # noqa: BLE001 - no zarr: read it whole
-            return series.asarray()
-
-    def __exit__(self, *exc) -> None:
-        self.array = None
-        if self._tif is not None:
-            self._tif.close()
-
-
-def _file_axes(axes: str) -> str | None:
-    # tifffile names unknown dimensions Q, I etc.; trust only T/Z/C/Y/X (S = RGB samples, last).
-    axes = axes.upper()
-    if axes.endswith("S") and "C" not in axes:
-        axes = axes[:-1] + "C"
-    if set(axes) <= set("TZCYX") and len(set(axes)) == len(axes):
-        return axes
-    return None
-
-
 def cmd_predict(args, backend) -> int:
     import numpy as np
 
-    from . import tasks
-    from .axes import ItemPlan, validate_axes
+    from .. import tasks
+    from ..axes import ItemPlan, validate_axes
 
     files = _expand_inputs(args.inputs)
     out_dir = Path(args.out).expanduser()
@@ -581,69 +398,6 @@ def cmd_predict(args, backend) -> int:
     return 0
 
 
-def _guess_for_model(shape: tuple, rgb: bool, model, channels) -> str:
-    """Guessed axes, where a small leading axis is not taken for channels the model cannot use.
-
-    ``guess_axes`` reads (3, 512, 512) as CYX; for a one-channel model a 3-slice
-    Z stack is the likelier meaning (and T after that when Z is taken).
-    """
-    from . import tasks
-    from .axes import guess_axes
-
-    axes = guess_axes(shape, rgb=rgb)
-    if rgb or channels is not None or "C" not in axes:
-        return axes
-    if tasks.accepts_channels(model, shape[axes.index("C")]):
-        return axes
-    for other in "ZT":
-        if other not in axes:
-            return axes.replace("C", other)
-    return axes
-
-
-class _TiffOutputs:
-    """The job runner's output factory: each output a memory-mapped TIFF on disk.
-
-    Files are written under a temporary name and renamed when the image is done,
-    so a cancelled or failed run leaves no half-written TIFF with a real name.
-    """
-
-    def __init__(self, folder: Path, source: Path, plan) -> None:
-        self.folder, self.source, self.plan = folder, source, plan
-        self.files: dict[str, tuple[Path, Path, Any]] = {}
-
-    def __call__(self, name: str, shape: tuple, dtype) -> Any:
-        import numpy as np
-        import tifffile
-
-        final = self.folder / _out_name(self.source, "" if name in ("labels", "image") else name)
-        tmp = final.with_name(f".{final.name}.partial")
-        channels = len(shape) != len(self.plan.out_shape())
-        meta = {"axes": self.plan.out_axes(channels)}
-        big = int(np.prod(shape)) * np.dtype(dtype).itemsize > 2**31
-        arr = tifffile.memmap(tmp, shape=shape, dtype=dtype, metadata=meta, bigtiff=big)
-        self.files[name] = (tmp, final, arr)
-        return arr
-
-    def commit(self) -> list[Path]:
-        done = []
-        for tmp, final, arr in self.files.values():
-            arr.flush()
-            del arr
-            os.replace(tmp, final)
-            done.append(final)
-        self.files.clear()
-        return done
-
-    def discard(self) -> None:
-        for tmp, _, _ in self.files.values():
-            try:
-                tmp.unlink()
-            except OSError:
-                pass
-        self.files.clear()
-
-
 def cmd_models(args) -> int:
     infos = store.list_models()
     if args.json:
@@ -673,119 +427,6 @@ def cmd_models(args) -> int:
 
 def _num(v) -> str:
     return f"{v:.3f}" if isinstance(v, (int, float)) else "-"
-
-
-# --- demo -----------------------------------------------------------------------------
-DEMO_TRAIN_SEEDS = (1, 2, 3, 4)
-DEMO_TEST_SEED = 100
-DEMO_ENOUGH_STEPS = 150
-
-
-def demo_settings(minutes: float):
-    """Small U-Net settings that learn synthetic nuclei within about a minute on a laptop CPU."""
-    from .backends import get
-
-    be = get("unet")
-    return be.Settings(
-        minutes=minutes,
-        epochs=1000,
-        steps_per_epoch=20,
-        batch_size=4,
-        patch_size=128,
-        base_width=16,
-        depth=3,
-        val_fraction=0.25,
-        seed=0,
-    )
-
-
-def cmd_demo(args) -> int:
-    import numpy as np
-    import tifffile
-
-    from . import data as data_mod
-    from . import samples, tasks
-    from .metrics import match
-
-    if args.minutes <= 0:
-        raise CLIError("--minutes must be positive")
-    out = Path(args.out).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
-    log = _log(args)
-    pairs = [samples.nuclei_2d((256, 256), seed=s) for s in DEMO_TRAIN_SEEDS]
-    test_img, test_gt = samples.nuclei_2d((384, 384), seed=DEMO_TEST_SEED)
-    for k, (img, lab) in enumerate(pairs):
-        tifffile.imwrite(out / f"train_image_{k}.tif", img)
-        tifffile.imwrite(out / f"train_labels_{k}.tif", lab)
-    tifffile.imwrite(out / "test_image.tif", test_img)
-    tifffile.imwrite(out / "test_labels.tif", test_gt)
-    data = data_mod.combine(
-        [
-            data_mod.from_arrays(
-                i, lab, "YX", name=f"train_image_{k}.tif", labels_name=f"train_labels_{k}.tif"
-            )
-            for k, (i, lab) in enumerate(pairs)
-        ]
-    )
-    log(
-        f"synthetic data written to {out}; training a small U-Net for {args.minutes:g} min "
-        "(Ctrl-C stops early and keeps the best model)"
-    )
-    bar = ProgressBar("train", enabled=not args.quiet)
-    steps = [0]
-
-    def on_progress(p: Progress) -> None:
-        steps[0] += "loss" in p.metrics  # one report with a loss per training step
-        bar(p)
-
-    ctx = JobContext(on_progress)
-    model_dir = out / "model"
-    try:
-        with _CancelOnInterrupt(ctx):
-            outcome = tasks.train("unet", data, demo_settings(args.minutes), str(model_dir), ctx)
-    except Cancelled as exc:
-        bar.close()
-        log(str(exc))
-        return EXIT_CANCELLED
-    finally:
-        bar.close()
-    pred = tasks.predict(outcome.model, test_img, "YX").outputs["labels"]
-    tifffile.imwrite(out / "test_prediction.tif", np.asarray(pred, np.int32))
-    m = match(test_gt, pred)
-    fit = outcome.fit
-    print(
-        f"trained {steps[0]} step(s) ({fit.epochs} epoch(s)) in {fit.seconds:.0f} s ({fit.stopped}); "
-        f"model: {outcome.path}"
-    )
-    print(f"test image: {m.n_true} true, {m.n_pred} predicted objects; AP@0.5 = {m.ap:.3f}, F1 = {m.f1:.3f}")
-    if steps[0] < DEMO_ENOUGH_STEPS:
-        # About 100 steps are needed for AP@0.5 above 0.6 on these images; a busy or slow CPU gets fewer.
-        print(
-            f"note: only {steps[0]} training step(s) fit into {args.minutes:g} min on this machine; "
-            f"about {DEMO_ENOUGH_STEPS}+ are needed for a good result: try --minutes "
-            f"{max(2, math.ceil(args.minutes * DEMO_ENOUGH_STEPS / max(steps[0], 1)))}"
-        )
-    print(f"files in {out}: test_image.tif, test_labels.tif, test_prediction.tif, train_*.tif, model/")
-    if args.gui:
-        _demo_gui(test_img, test_gt, pred)
-    return 0
-
-
-def _demo_gui(image, gt, pred) -> None:
-    try:
-        import napari
-    except ImportError as exc:
-        raise CLIError(f"--gui needs napari with a Qt binding: {exc}") from None
-    viewer = napari.Viewer(title="napari-dlbio demo")
-    viewer.add_image(image, name="test_image")
-    viewer.add_labels(gt, name="ground_truth", visible=False)
-    viewer.add_labels(pred, name="prediction")
-    for widget in ("Train", "Predict"):
-        try:
-            viewer.window.add_plugin_dock_widget("napari-dlbio", widget)
-        except Exception as exc:  # noqa: BLE001 - the layers are still worth showing
-            print(f"could not open the {widget} dock: {exc}", file=sys.stderr)
-    napari.run()
 
 
 # --- entry point -------------------------------------------------------------------------
@@ -851,7 +492,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _one_line(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return " ".join(text.split())
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -1,0 +1,47 @@
+"""Noise2Void denoising through CAREamics.
+
+CAREamics does the self-supervised part: its configuration factory
+(``create_advanced_n2v_config``), its data pipeline (patches, augmentation,
+mean/std statistics), its N2V/N2V2 pixel masking and loss, its U-Net, its
+Lightning training, its checkpoints and its bioimage.io exporter/loader. This
+module adds what a napari user needs around it:
+
+- progress after every batch and epoch, cancel within a batch, a time budget and
+  the same cosine learning-rate schedule as :func:`napari_dlbio.training.fit`,
+  through one Lightning callback;
+- all of CAREamics' files (checkpoints, CSV logs) in a temporary work folder,
+  never in the current directory; the model's own folder gets the CAREamics
+  configuration and a CAREamics checkpoint;
+- prediction through the shared tiler (:func:`napari_dlbio.tiling.predict_tiled`:
+  progress per tile, cancel, out-of-memory retry) with test-time averaging over
+  the 8 flips/rotations of the YX plane, which removes much of the residual noise
+  a short CPU training leaves behind. Output is in the input's intensity units;
+- per-image percentile normalisation before CAREamics' dataset-wide mean/std, so
+  dim and bright images look alike to the network (undone on the output);
+- weights and batch-norm statistics averaged over the last quarter of training
+  (N2V's loss on a few masked pixels is noisy from step to step).
+
+CAREamics, torch and Lightning are imported only inside functions, so reading
+:class:`N2VSettings` (GUI forms, CLI options) stays cheap.
+
+Modules: :mod:`.settings` (the pydantic settings), :mod:`.config` (CAREamics
+configuration), :mod:`.callback` (the Lightning callback), :mod:`.model` (the
+model and its checkpoint), :mod:`.bioimageio` (export), :mod:`.backend`
+(``BACKEND``).
+"""
+
+from .backend import BACKEND
+from .bioimageio import export_bioimageio
+from .model import CHECKPOINT_FILE, CONFIG_FILE, N2VModel
+from .settings import ARCH_FIELDS, N2VPredict, N2VSettings
+
+__all__ = [
+    "ARCH_FIELDS",
+    "BACKEND",
+    "CHECKPOINT_FILE",
+    "CONFIG_FILE",
+    "N2VModel",
+    "N2VPredict",
+    "N2VSettings",
+    "export_bioimageio",
+]

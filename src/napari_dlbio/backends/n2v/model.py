@@ -1,0 +1,268 @@
+"""The Noise2Void model: prediction, training, evaluation and its CAREamics checkpoint."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ...config import PredictSettings, TrainSettings
+from ...jobs import Deadline, JobContext
+from ...normalize import check_image
+from ...store import ModelError, ModelInfo
+from ...tta import averaged
+from .callback import _make_callback
+from .config import _fit_patch, _make_config, _settings_from_config, _to_careamics
+from .settings import ARCH_FIELDS, N2VPredict, N2VSettings
+
+CONFIG_FILE = "careamics.yaml"
+CHECKPOINT_FILE = "n2v.ckpt"
+
+
+class N2VModel:
+    backend: ClassVar[str] = "n2v"
+    output: ClassVar[str] = "image"
+
+    def __init__(self, settings: N2VSettings, n_channels: int, ndim: int, config, module,
+                 name: str = "n2v") -> None:
+        self.settings = settings
+        self.n_channels = int(n_channels)
+        self.ndim = int(ndim)
+        self.config = config        # CAREamics Configuration (with the normalisation statistics)
+        self.module = module        # CAREamics N2VModule (Lightning); .model is the U-Net
+        self.info: ModelInfo | None = None
+        self.name = name
+
+    # -- prediction ---------------------------------------------------------------------
+    def _normalization(self):
+        from careamics.dataset.normalization.normalization_factory import create_normalization
+
+        norm = self.config.data_config.normalization
+        if getattr(norm, "needs_computation", lambda: False)():
+            raise ModelError("this Noise2Void model has not been trained yet (no intensity statistics)")
+        return create_normalization(norm)
+
+    def _pre(self, item: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per-image percentile normalisation (a new array) and its ``lo``/``hi`` to undo it."""
+        n = self.settings.normalization
+        if n.mode == "none":
+            one = np.ones((item.shape[0],) + (1,) * (item.ndim - 1), np.float32)
+            return np.array(item, np.float32), 0 * one, one
+        axes = tuple(range(1, item.ndim)) if n.per_channel else None
+        lo, hi = np.percentile(item, [n.low, n.high], axis=axes, keepdims=True)
+        if not n.per_channel:
+            lo = np.broadcast_to(lo, (item.shape[0],) + (1,) * (item.ndim - 1))
+            hi = np.broadcast_to(hi, lo.shape)
+        hi = np.maximum(hi, lo + 1e-6)
+        return ((item - lo) / (hi - lo)).astype(np.float32), lo.astype(np.float32), hi.astype(np.float32)
+
+    def _check_item(self, item: np.ndarray) -> np.ndarray:
+        item = np.asarray(item, dtype=np.float32)
+        if item.ndim != self.ndim + 1:
+            raise ValueError(
+                f"a {self.ndim}D Noise2Void model takes items (C, {'Z, ' if self.ndim == 3 else ''}Y, X), "
+                f"got shape {item.shape}"
+            )
+        if item.shape[0] != self.n_channels:
+            raise ValueError(f"the model takes {self.n_channels} channel(s), the image has {item.shape[0]}")
+        check_image(item)
+        return item
+
+    def predict(self, item: np.ndarray, settings: PredictSettings | None, ctx: JobContext | None = None
+                ) -> dict[str, np.ndarray]:
+        import torch
+
+        from ...device import release, select_device
+        from ...tiling import predict_tiled, with_oom_retry
+
+        ctx = ctx or JobContext()
+        settings = settings or N2VPredict()
+        tta = bool(getattr(settings, "tta", True))
+        item = self._check_item(item)
+        norm = self._normalization()
+        pre, lo, hi = self._pre(item)  # a new array: the caller's item is never changed
+        x, _ = norm(pre)
+        device = select_device(settings.device)
+        net = self.module.model.to(device).eval()
+        multiple = 2 ** self.config.algorithm_config.model.depth
+        tile = settings.tile_size
+        if tile is None and np.prod(item.shape[1:]) > (1024**2 if self.ndim == 2 else 128**3):
+            tile = 512 if self.ndim == 2 else 128  # large items: tiles keep memory bounded
+
+        def fn(batch: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                out = averaged(net, torch.from_numpy(np.ascontiguousarray(batch)).to(device),
+                               "dihedral" if tta else "none")
+            return out.float().cpu().numpy()
+
+        def run(tile_, batch_size):
+            return predict_tiled(fn, x, item.shape[0], tile_, settings.tile_overlap, multiple,
+                                 batch_size=batch_size, ctx=ctx)
+
+        try:
+            out = with_oom_retry(run, tile, settings.batch_size)
+        finally:
+            net.cpu()
+            release(device)
+        den = norm.denormalize(torch.from_numpy(out[None]))[0].numpy()
+        den = den * (hi - lo) + lo
+        return {"image": den.astype(np.float32, copy=False)}
+
+    # -- training -----------------------------------------------------------------------
+    def train(self, train: list, val: list, settings: TrainSettings, ctx: JobContext):
+        from careamics import CAREamist
+
+        from ...training import FitResult
+
+        if not train:
+            raise ValueError("no training images")
+        # Fine-tuning: the loaded network's architecture wins, the new training fields apply.
+        fields = settings.model_dump()
+        fields.update({k: getattr(self.settings, k) for k in ARCH_FIELDS})
+        settings = N2VSettings(**{k: v for k, v in fields.items() if k in N2VSettings.model_fields})
+        for s in train + val:
+            self._check_item(s.image)
+        shapes = [s.image.shape[1:] for s in train + val]
+        patch = _fit_patch(settings, shapes, self.ndim)
+        train_arrays = [_to_careamics(self._pre(s.image)[0]) for s in train]
+        # Without held-out images, follow the masked loss on (other random masks of) the
+        # training images: CAREamics' own split would take patches out of a small image.
+        val_arrays = [_to_careamics(self._pre(s.image)[0]) for s in val] or train_arrays[:8]
+        train_arrays = train_arrays * self._repeats(settings, train, patch)
+
+        accel = {"auto": "auto", "cpu": "cpu", "cuda": "gpu", "mps": "mps"}[settings.device]
+        if accel != "auto":
+            from ...device import select_device
+
+            select_device(settings.device)  # a clear error if that device is missing
+        cfg = _make_config(settings, self.n_channels, self.ndim, patch, {"accelerator": accel})
+        old_norm = self.config.data_config.normalization
+        if not getattr(old_norm, "needs_computation", lambda: True)():
+            # Keep the statistics the network was trained with when fine-tuning.
+            cfg.data_config.normalization = old_norm.model_copy()
+        deadline = Deadline(settings.minutes)
+        total = settings.epochs * settings.steps_per_epoch
+        callback = _make_callback(ctx, settings, deadline, total)
+        ctx.check()
+        workdir = Path(tempfile.mkdtemp(prefix="napari-dlbio-n2v-"))
+        start = time.monotonic()
+        try:
+            cam = CAREamist(cfg, work_dir=workdir, callbacks=[callback], enable_progress_bar=False)
+            cam.model.model.load_state_dict(self.module.model.state_dict())
+            cam.train(train_data=train_arrays, val_data=val_arrays)
+            cam.model.cpu()
+            callback.apply_average(cam.model.model)
+            self.module, self.config = cam.model, cam.config
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        self.settings = settings
+        hist = callback.history
+        result = FitResult(history=hist, stopped=callback.stopped, seconds=time.monotonic() - start)
+        if hist:
+            # N2V's validation loss compares with noisy pixels, so there is no meaningful
+            # "best" epoch: the last weights are kept (as CAREamics does).
+            result.best_epoch = len(hist)
+            result.best_loss = hist[-1].get("val_loss", hist[-1]["train_loss"])
+        if callback.stopped == "completed" and hist and len(hist) < settings.epochs:
+            result.stopped = "time budget" if deadline.passed() else "completed"
+        return result
+
+    def _repeats(self, settings: N2VSettings, train: list, patch: tuple[int, ...]) -> int:
+        # CAREamics' epoch is one pass over stratified patches; a single small image gives
+        # one batch. Listing the (same) arrays several times makes an epoch hold
+        # ``steps_per_epoch`` batches, so validation does not run after every step.
+        from careamics.dataset.patching.stratified_patching import StratifiedPatching
+
+        shapes = [(1, *s.image.shape) for s in train]
+        n = StratifiedPatching(shapes, list(patch), seed=0).n_patches
+        need = settings.steps_per_epoch * settings.batch_size
+        return int(min(1000, max(1, math.ceil(need / max(n, 1)))))
+
+    # -- evaluation: there is no clean target, so report the self-supervised loss ------
+    def evaluate(self, samples: list, ctx: JobContext) -> dict[str, Any]:
+        """Masked N2V loss on held-out images (lower is better; the noise sets its floor).
+
+        N2V has no clean target, so no PSNR is claimed; this loss compares predictions
+        with noisy pixels and is only comparable between models on the same data.
+        """
+        import torch
+        from careamics.losses import n2v_loss
+        from careamics.lightning.modules.n2v_utils import N2VManipulate
+
+        if not samples:
+            return {"n_val": 0}
+        norm = self._normalization()
+        manip = N2VManipulate(self.config.algorithm_config.n2v_config.model_copy(update={"seed": 12345}))
+        net = self.module.model.cpu().eval()
+        mult = 2 ** self.config.algorithm_config.model.depth
+        losses = []
+        with torch.no_grad():
+            for s in samples:
+                ctx.check()
+                x, _ = norm(self._pre(self._check_item(s.image))[0])
+                crop = tuple(slice(0, d // mult * mult) for d in x.shape[1:])
+                x = x[(slice(None),) + crop]
+                if min(x.shape[1:]) < mult:
+                    continue
+                t = torch.from_numpy(np.ascontiguousarray(x))[None]
+                masked, original, mask = manip(t)
+                losses.append(float(n2v_loss(net(masked), original, mask)))
+        out: dict[str, Any] = {"n_val": len(samples)}
+        if losses:
+            out["n2v_val_loss"] = float(np.mean(losses))
+        return out
+
+    # -- files --------------------------------------------------------------------------
+    def save_weights(self, folder: Path) -> None:
+        """CAREamics' own configuration (YAML) and a checkpoint CAREamics can load."""
+        from careamics.config.utils.configuration_io import save_configuration
+
+        folder = Path(folder)
+        save_configuration(self.config, folder / CONFIG_FILE)
+        _write_checkpoint(self.module, self.config, folder / CHECKPOINT_FILE)
+
+
+def _write_checkpoint(module, cfg, path: Path) -> None:
+    # The keys CAREamics' own checkpoints carry (Lightning's plus CAREamics' config), so
+    # ``CAREamist(checkpoint_path=...)`` and ``N2VModule.load_from_checkpoint`` read it.
+    import careamics
+    import lightning
+    import torch
+
+    ckpt = {
+        "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
+        "hyper_parameters": {"algorithm_config": cfg.algorithm_config.model_dump(mode="json")},
+        "pytorch-lightning_version": lightning.__version__,
+        "careamics_info": {
+            "version": getattr(cfg, "version", careamics.__version__),
+            "experiment_name": cfg.experiment_name,
+            "training_config": cfg.training_config.model_dump(mode="json"),
+        },
+        "datamodule_hyper_parameters": {"data_config": cfg.data_config.model_dump(mode="json")},
+    }
+    torch.save(ckpt, path)
+
+
+def _model_from_careamics(cfg, module, name: str) -> N2VModel:
+    axes = cfg.data_config.axes
+    ndim = 3 if "Z" in axes else 2
+    n_channels = int(cfg.algorithm_config.model.in_channels)
+    settings = _settings_from_config(cfg)
+    module.cpu().eval()
+    return N2VModel(settings, n_channels, ndim, cfg, module, name=name)
+
+
+def _load_checkpoint(path: Path, name: str) -> N2VModel:
+    from careamics.lightning.utils import load_config_from_checkpoint, load_module_from_checkpoint
+
+    try:
+        cfg = load_config_from_checkpoint(path)
+        module = load_module_from_checkpoint(path)
+    except Exception as exc:  # noqa: BLE001 - corrupt/foreign files: say which file and why
+        raise ModelError(f"cannot read the CAREamics checkpoint {path}: {exc}") from exc
+    return _model_from_careamics(cfg, module, name)

@@ -1,0 +1,110 @@
+"""The command line's progress bar and its Ctrl-C handling."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+
+from ..jobs import JobContext, Progress
+
+
+class ProgressBar:
+    """A one-line text progress bar on stderr, redrawn in place.
+
+    Keeps the latest epoch and losses reported by the training loop so the line
+    shows them even between epoch reports. When stderr is not a terminal (logs,
+    CI) it prints a plain line per 10 % step instead of carriage returns.
+    """
+
+    def __init__(self, title: str = "", stream=None, enabled: bool = True, width: int = 28) -> None:
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.title = title
+        self.width = width
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.start = time.monotonic()
+        self.metrics: dict[str, float] = {}
+        self._last_draw = 0.0
+        self._last_decile = -1
+        self._drawn = False
+        self.message = ""
+
+    def __call__(self, p: Progress) -> None:
+        if not self.enabled:
+            return
+        self.metrics.update(p.metrics)
+        # The loop's end-of-epoch report repeats the losses in its message; the
+        # step reports ("epoch 3, step 120") say where training is.
+        self.message = f"epoch {int(p.metrics['epoch'])} done" if "epoch" in p.metrics else p.message
+        frac = p.fraction
+        now = time.monotonic()
+        if self.tty:
+            if now - self._last_draw < 0.1 and not (frac is not None and frac >= 1):
+                return
+            self._last_draw = now
+            self.stream.write("\r" + self.line(frac, self.message) + "\x1b[K")
+            self._drawn = True
+        else:
+            decile = -1 if frac is None else int(frac * 10)
+            if decile <= self._last_decile:
+                return
+            self._last_decile = decile
+            self.stream.write(self.line(frac, self.message) + "\n")
+        self.stream.flush()
+
+    def line(self, frac: float | None, message: str) -> str:
+        elapsed = time.monotonic() - self.start
+        if frac is None:
+            bar, pct, eta = "-" * self.width, "  ?%", ""
+        else:
+            n = int(round(frac * self.width))
+            bar = "#" * n + "-" * (self.width - n)
+            pct = f"{frac * 100:3.0f}%"
+            eta = f" < {_clock(elapsed / frac - elapsed)}" if 0.01 < frac < 1 else ""
+        parts = [self.title, f"{pct} [{bar}]", _clock(elapsed) + eta, message]
+        m = self.metrics
+        if "loss" in m:
+            parts.append(f"loss {m['loss']:.4f}")
+        if "val_loss" in m:
+            parts.append(f"val {m['val_loss']:.4f}")
+        return " ".join(p for p in parts if p)
+
+    def close(self) -> None:
+        if self.enabled and self.tty and self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+        self._drawn = False
+
+
+def _clock(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    m, s = divmod(seconds, 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class _CancelOnInterrupt:
+    """First Ctrl-C asks the job to stop (best model kept); a second one aborts."""
+
+    def __init__(self, ctx: JobContext) -> None:
+        self.ctx = ctx
+        self._old = None
+
+    def __enter__(self) -> _CancelOnInterrupt:
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.ctx.cancelled:
+            raise KeyboardInterrupt
+        self.ctx.cancel()
+        sys.stderr.write("\ncancelling after the current step (Ctrl-C again to abort)...\n")
+        sys.stderr.flush()
+
+    def __exit__(self, *exc) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
