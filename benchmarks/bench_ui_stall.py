@@ -11,7 +11,7 @@ feels (typing, panning, painting freeze). Rows:
 * ``flood``: a tiny U-Net making hundreds of progress reports per second, to test
   that progress delivery is coalesced (<= 20 UI updates per second).
 
-Usage: python benchmarks/bench_ui_stall.py [--seconds 30] [--scenarios default,flood]
+Usage: python benchmarks/bench_ui_stall.py [--seconds 30] [--scenarios default,flood,n2v]
 Target: max stall < 100 ms during training.
 """
 
@@ -25,10 +25,12 @@ import time
 
 import numpy as np
 
+# name -> (backend, settings changed from its defaults)
 SCENARIOS = {
-    "default": {},
-    "flood": {"depth": 1, "base_width": 4, "batch_size": 1, "patch_size": 32, "steps_per_epoch": 20,
-              "val_patches": 1},
+    "default": ("unet", {}),
+    "flood": ("unet", {"depth": 1, "base_width": 4, "batch_size": 1, "patch_size": 32, "steps_per_epoch": 20,
+                       "val_patches": 1}),
+    "n2v": ("n2v", {}),
 }
 
 
@@ -108,9 +110,13 @@ def run(scenarios: list[str], seconds: float) -> list[dict]:
     state["w"] = w
     pump(app, 0.2, until=lambda: runner_mod.warm_thread is not None and runner_mod.warm_thread.is_alive())
     rows.append(ticker.stats("open", t_open, time.perf_counter(), epochs=0, reports=0, ui_updates=0, ok=True))
-    w.labels.set_layer("nuclei2d_gt")
     for name in scenarios:
-        w.form.set_values({"epochs": 100_000, "minutes": seconds / 60.0, **SCENARIOS[name]})
+        backend, changes = SCENARIOS[name]
+        w.backend.setCurrentIndex(w.backend.findData(backend))
+        pump(app, 0.2)
+        if backend != "n2v":
+            w.labels.set_layer("nuclei2d_gt")
+        w.form.set_values({"epochs": 100_000, "minutes": seconds / 60.0, **changes})
         w.name.setText(f"stall-{name}")
         reports = [0]
         orig = runner_mod.JobRunner._from_worker
@@ -148,7 +154,7 @@ def run(scenarios: list[str], seconds: float) -> list[dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=30.0, help="training time budget per scenario")
-    ap.add_argument("--scenarios", default="default,flood")
+    ap.add_argument("--scenarios", default="default,flood,n2v")
     args = ap.parse_args()
     os.environ.setdefault("NAPARI_DLBIO_HOME", tempfile.mkdtemp(prefix="dlbio-bench-"))
     disp = _display()
