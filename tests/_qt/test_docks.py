@@ -178,8 +178,9 @@ def test_annotated_slices_label(make_napari_viewer, qtbot):
     qtbot.waitUntil(lambda: "z=3, 7, 12, 20" in w.annotated.text(), timeout=3000)
 
 
-def test_predict_with_pretrained_backend_model(make_napari_viewer, qtbot, shared_data, records):
+def test_predict_with_pretrained_backend_model(shared_data, make_napari_viewer, qtbot, records):
     """The 'Pretrained' source: a backend's own model (here a StarDist folder); offline names fail clearly."""
+    # shared_data comes first: a skip after napari's viewer fixture was set up errors in its teardown.
     from napari_dlbio import backends, samples
 
     if "stardist" not in backends.available():
