@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__, store
-from ..jobs import Cancelled, JobContext
+from ..jobs import JobContext
 from .common import EXIT_CANCELLED, EXIT_USAGE, OWN_PREFIX, PROG, CLIError, _log
 from .demo import DEMO_ENOUGH_STEPS, DEMO_TEST_SEED, DEMO_TRAIN_SEEDS, _demo_gui, cmd_demo, demo_settings
 from .images import _expand_inputs, _file_axes, _guess_for_model, _OpenImage, _out_name, _TiffOutputs
-from .progress import ProgressBar, _CancelOnInterrupt, _clock
+from .progress import ProgressBar, _CancelOnInterrupt, _clock, train_with_progress
 
 __all__ = [
     "DEMO_ENOUGH_STEPS",
@@ -258,7 +258,6 @@ def _channels(text: str | None) -> tuple[int, ...] | None:
 
 def cmd_train(args, backend) -> int:
     from .. import data as data_mod
-    from .. import tasks
 
     if backend.output == "labels" and not args.labels:
         raise CLIError(f"--labels is required to train a {backend.name} model (it learns from label images)")
@@ -288,16 +287,10 @@ def cmd_train(args, backend) -> int:
         f"({data.ndim}D, {data.n_channels} channel(s)); Ctrl-C stops and keeps the best model"
     )
     bar = ProgressBar("train", enabled=not args.quiet)
-    ctx = JobContext(bar)
-    try:
-        with _CancelOnInterrupt(ctx):
-            outcome = tasks.train(backend.name, data, settings, args.out, ctx, start_from=args.start_from)
-    except Cancelled as exc:
-        bar.close()
-        log(str(exc))
+    outcome = train_with_progress(bar, bar, log, backend.name, data, settings, args.out,
+                                  start_from=args.start_from)
+    if outcome is None:
         return EXIT_CANCELLED
-    finally:
-        bar.close()
     fit = outcome.fit
     print(f"model: {outcome.path}")
     print(

@@ -6,9 +6,9 @@ import math
 import sys
 from pathlib import Path
 
-from ..jobs import Cancelled, JobContext, Progress
+from ..jobs import Progress
 from .common import EXIT_CANCELLED, CLIError, _log
-from .progress import ProgressBar, _CancelOnInterrupt
+from .progress import ProgressBar, train_with_progress
 
 DEMO_TRAIN_SEEDS = (1, 2, 3, 4)
 DEMO_TEST_SEED = 100
@@ -72,17 +72,10 @@ def cmd_demo(args) -> int:
         steps[0] += "loss" in p.metrics  # one report with a loss per training step
         bar(p)
 
-    ctx = JobContext(on_progress)
     model_dir = out / "model"
-    try:
-        with _CancelOnInterrupt(ctx):
-            outcome = tasks.train("unet", data, demo_settings(args.minutes), str(model_dir), ctx)
-    except Cancelled as exc:
-        bar.close()
-        log(str(exc))
+    outcome = train_with_progress(on_progress, bar, log, "unet", data, demo_settings(args.minutes), str(model_dir))
+    if outcome is None:
         return EXIT_CANCELLED
-    finally:
-        bar.close()
     pred = tasks.predict(outcome.model, test_img, "YX").outputs["labels"]
     tifffile.imwrite(out / "test_prediction.tif", np.asarray(pred, np.int32))
     m = match(test_gt, pred)

@@ -6,7 +6,7 @@ import signal
 import sys
 import time
 
-from ..jobs import JobContext, Progress
+from ..jobs import Cancelled, JobContext, Progress
 
 
 class ProgressBar:
@@ -108,3 +108,23 @@ class _CancelOnInterrupt:
     def __exit__(self, *exc) -> None:
         if self._old is not None:
             signal.signal(signal.SIGINT, self._old)
+
+
+def train_with_progress(on_progress, bar: ProgressBar, log, *args, **kwargs):
+    """``tasks.train(*args, **kwargs)`` with a progress bar and Ctrl-C as cancel.
+
+    Returns the outcome, or ``None`` when training was cancelled before anything
+    was saved (the reason is logged).
+    """
+    from .. import tasks
+
+    ctx = JobContext(on_progress)
+    try:
+        with _CancelOnInterrupt(ctx):
+            return tasks.train(*args, ctx=ctx, **kwargs)
+    except Cancelled as exc:
+        bar.close()
+        log(str(exc))
+        return None
+    finally:
+        bar.close()
