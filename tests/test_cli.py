@@ -306,3 +306,19 @@ def test_inputs_are_opened_lazily(tmp_path):
         if importlib.util.find_spec("zarr") is not None:
             assert not isinstance(f.array, np.ndarray)  # compressed: read chunk-wise through zarr
         np.testing.assert_array_equal(np.asarray(f.array[1]), img[1])
+
+
+def test_stardist_polygons_are_written_as_a_napari_shapes_csv(tmp_path, shared_data):
+    pytest.importorskip("stardist")
+    img, _ = samples.nuclei_2d((128, 128), seed=3)
+    tifffile.imwrite(tmp_path / "cells.tif", img)
+    rc = cli.main(["predict", "--backend", "stardist", "--model", str(shared_data / "stardist-official-dsb"),
+                   "--polygons", str(tmp_path / "cells.tif"), "--out", str(tmp_path / "out"), "-q"])
+    assert rc == 0
+    labels = tifffile.imread(tmp_path / "out" / "cells.tif")
+    rows = (tmp_path / "out" / "cells_polygons.csv").read_text().splitlines()
+    assert rows[0] == "index,shape-type,vertex-index,axis-0,axis-1"
+    # One polygon per object, each with StarDist's 32 rays as vertices.
+    ids = [r.split(",")[0] for r in rows[1:]]
+    assert len(set(ids)) == len(np.unique(labels)) - 1 > 5
+    assert all(ids.count(i) == 32 for i in set(ids))

@@ -3,6 +3,7 @@
 import time
 
 import numpy as np
+import napari
 import pytest
 
 from napari_dlbio import store
@@ -193,12 +194,16 @@ def test_predict_with_pretrained_backend_model(shared_data, make_napari_viewer, 
     p.pre_backend.setCurrentIndex(p.pre_backend.findData("stardist"))
     assert p.form is not None and p.form.model_cls is backends.get("stardist").Predict
     p.pre_name.setText(str(shared_data / "stardist-official-dsb"))
+    p.form.set_values({"polygons": True})
     p.run()
     qtbot.waitUntil(finished(p.runner), timeout=60_000)
     assert not records.errors, records.errors
-    (out,) = p.added
+    out, outlines = p.added
     assert out.data.dtype == np.int32 and out.data.max() > 10 and tuple(out.scale) == (0.5, 0.5)
     assert out.metadata["napari_dlbio"]["backend"] == "stardist"
+    # The polygons asked for become a shapes layer over the labels, one outline per object.
+    assert isinstance(outlines, napari.layers.Shapes) and outlines.name == f"{out.name}_shapes"
+    assert len(outlines.data) == len(np.unique(out.data)) - 1 and tuple(outlines.scale) == (0.5, 0.5)
 
     # A name that needs a download: a notification saying so, no layer.
     p.pre_name.setText("2D_versatile_fluo")

@@ -375,6 +375,8 @@ def cmd_predict(args, backend) -> int:
                         outputs.discard()
                         cancelled = True
                         break
+                    if tasks.SHAPES in pred.outputs:
+                        outputs.add_shapes(pred.outputs[tasks.SHAPES], pred.axes[tasks.SHAPES])
                     written += outputs.commit()
                     labels = pred.outputs.get("labels")
                     if labels is not None and not args.quiet:

@@ -149,10 +149,25 @@ class _TiffOutputs:
         self.files[name] = (tmp, final, arr)
         return arr
 
+    def add_shapes(self, shapes, axes: str) -> None:
+        """Polygons (StarDist) as a CSV that napari opens as a shapes layer."""
+        from ..tasks import SHAPES
+
+        final = self.folder / (Path(_out_name(self.source, "polygons")).stem + ".csv")
+        tmp = final.with_name(f".{final.name}.partial")
+        with open(tmp, "w") as fh:
+            fh.write(",".join(["index", "shape-type", "vertex-index"] + [f"axis-{i}" for i in range(len(axes))]))
+            fh.write("\n")
+            for i, poly in enumerate(shapes):
+                for j, v in enumerate(poly):
+                    fh.write(f"{i},polygon,{j}," + ",".join(f"{c:.3f}" for c in v) + "\n")
+        self.files[SHAPES] = (tmp, final, None)
+
     def commit(self) -> list[Path]:
         done = []
         for tmp, final, arr in self.files.values():
-            arr.flush()
+            if arr is not None:
+                arr.flush()
             del arr
             os.replace(tmp, final)
             done.append(final)
