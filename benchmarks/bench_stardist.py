@@ -76,6 +76,7 @@ def timing(model, img: np.ndarray, repeats: int = 3) -> tuple[float, float]:
 
     settings = get("stardist").Predict()
     x = model._normalize(img[None].astype(np.float32))
+    model.predict(img[None].astype(np.float32), settings, _ctx())  # warm-up: first-call allocations
     net, total = [], []
     for _ in range(repeats):
         t = time.monotonic()
