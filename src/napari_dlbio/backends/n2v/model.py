@@ -13,7 +13,7 @@ import numpy as np
 
 from ...config import PredictSettings, TrainSettings
 from ...jobs import Deadline, JobContext
-from ...normalize import check_image
+from ...normalize import check_image, percentile_bounds
 from ...store import ModelError, ModelInfo
 from ...tta import averaged
 from .callback import _make_callback
@@ -48,18 +48,9 @@ class N2VModel:
         return create_normalization(norm)
 
     def _pre(self, item: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per-image percentile normalisation (a new array) and its ``lo``/``hi`` to undo it."""
-        n = self.settings.normalization
-        if n.mode == "none":
-            one = np.ones((item.shape[0],) + (1,) * (item.ndim - 1), np.float32)
-            return np.array(item, np.float32), 0 * one, one
-        axes = tuple(range(1, item.ndim)) if n.per_channel else None
-        lo, hi = np.percentile(item, [n.low, n.high], axis=axes, keepdims=True)
-        if not n.per_channel:
-            lo = np.broadcast_to(lo, (item.shape[0],) + (1,) * (item.ndim - 1))
-            hi = np.broadcast_to(hi, lo.shape)
-        hi = np.maximum(hi, lo + 1e-6)
-        return ((item - lo) / (hi - lo)).astype(np.float32), lo.astype(np.float32), hi.astype(np.float32)
+        """Per-image percentile normalisation (a new array) and its ``lo``/``scale`` to undo it."""
+        lo, scale = percentile_bounds(item, self.settings.normalization)
+        return ((item - lo) / scale).astype(np.float32), lo, scale
 
     def _check_item(self, item: np.ndarray) -> np.ndarray:
         item = np.asarray(item, dtype=np.float32)
@@ -85,7 +76,7 @@ class N2VModel:
         tta = bool(getattr(settings, "tta", True))
         item = self._check_item(item)
         norm = self._normalization()
-        pre, lo, hi = self._pre(item)  # a new array: the caller's item is never changed
+        pre, lo, scale = self._pre(item)  # a new array: the caller's item is never changed
         x, _ = norm(pre)
         device = select_device(settings.device)
         net = self.module.model.to(device).eval()
@@ -110,7 +101,7 @@ class N2VModel:
             net.cpu()
             release(device)
         den = norm.denormalize(torch.from_numpy(out[None]))[0].numpy()
-        den = den * (hi - lo) + lo
+        den = den * scale + lo
         return {"image": den.astype(np.float32, copy=False)}
 
     # -- training -----------------------------------------------------------------------
