@@ -209,21 +209,16 @@ def annotation_summary(
     """Which items (slices/frames, or volumes for 3D models) of ``labels`` hold annotations.
 
     ``labels`` has the image's shape without C; ``image_axes`` are the image's axes.
-    The counting mirrors :func:`napari_dlbio.data.from_arrays` (objects per item).
+    The items and counts are those training will use (:func:`napari_dlbio.data.annotated_items`).
     """
+    from .data import annotated_items
+
     label_axes = validate_axes(image_axes.upper().replace("C", ""), tuple(labels.shape))
     plan = ItemPlan(label_axes, tuple(labels.shape), ndim)
     summary = AnnotationSummary(plan.loop_axes, n_items=plan.n_items)
-    for idx in plan.indices():
-        item = plan.read(labels, idx)[0]
-        if region is not None and region.ndim == labels.ndim:
-            item = np.where(plan.read(region, idx)[0] > 0, item, 0)
-        elif region is not None:
-            item = np.where(np.broadcast_to(region > 0, item.shape), item, 0)
-        if not item.any():
-            continue
+    for idx, _, _, n_objects in annotated_items(labels, plan, region):
         summary.annotated.append(tuple(int(i) for i in idx))
-        summary.n_objects += int(len(np.unique(item)) - 1)
+        summary.n_objects += n_objects
     return summary
 
 

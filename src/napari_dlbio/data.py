@@ -107,22 +107,15 @@ def from_arrays(
             )
         if not np.issubdtype(np.asarray(labels[(0,) * labels.ndim]).dtype, np.integer):
             raise ValueError(f"labels {labels_name!r} must hold integers, not {labels.dtype}")
-    label_plan = ItemPlan(plan.out_axes(), plan.out_shape(), ndim) if labels is not None else None
+    if labels is not None:
+        label_plan = ItemPlan(plan.out_axes(), plan.out_shape(), ndim)
+        items = annotated_items(labels, label_plan, region, scribbles)
+    else:
+        items = ((idx, None, None, 0) for idx in plan.indices())
     samples, used = [], []
     n_objects = 0
-    for idx in plan.indices():
-        target = mask = None
-        if label_plan is not None:
-            target = label_plan.read(labels, idx, np.int64)[0].astype(np.int32)
-            if not target.any():
-                continue
-            mask = target > 0 if scribbles else None
-            if region is not None:
-                reg = _region_item(region, label_plan, idx, target.shape)
-                mask = reg if mask is None else mask & reg
-                if not (target[reg] > 0).any():
-                    continue
-            n_objects += _count_objects(target if mask is None else np.where(mask, target, 0))
+    for idx, target, mask, count in items:
+        n_objects += count
         item = plan.read(image, idx)
         check_image(item, f"image {name!r}" + (f" at {_where(plan, idx)}" if idx else ""))
         samples.append(Sample(item, target, mask, f"{name}{'[' + _where(plan, idx) + ']' if idx else ''}"))
@@ -143,6 +136,25 @@ def from_arrays(
         "region": region is not None,
     }
     return TrainingData(samples, ndim, prov)
+
+
+def annotated_items(labels, plan: ItemPlan, region: np.ndarray | None = None, scribbles: bool = False):
+    """The one definition of "annotated": yields ``(index, target, mask, n_objects)`` per item.
+
+    An item counts when its labels hold a non-zero value (inside ``region``, if
+    given). ``mask`` marks where the target is valid (scribbles and/or region).
+    """
+    for idx in plan.indices():
+        target = plan.read(labels, idx, np.int64)[0].astype(np.int32)
+        if not target.any():
+            continue
+        mask = target > 0 if scribbles else None
+        if region is not None:
+            reg = _region_item(region, plan, idx, target.shape)
+            mask = reg if mask is None else mask & reg
+            if not (target[reg] > 0).any():
+                continue
+        yield idx, target, mask, _count_objects(target if mask is None else np.where(mask, target, 0))
 
 
 def _region_item(region: np.ndarray, plan: ItemPlan, idx: tuple[int, ...], shape) -> np.ndarray:
