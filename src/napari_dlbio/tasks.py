@@ -55,17 +55,28 @@ def zarr_outputs(folder: str | Path, chunk: int = 512) -> OutFactory:
 
 
 def load_model(name_or_path: str | Path, backend: str | None = None):
-    """A model from the store (name or folder) or, with ``backend``, a pretrained name/file."""
-    if backend is not None and backend != "unet":
-        p = Path(str(name_or_path)).expanduser()
-        if not (p / store.META_FILE).is_file():
-            return get_backend(backend).pretrained(str(name_or_path))
+    """A model from the store (name or folder) or, with ``backend``, a pretrained name/file.
+
+    Our own models come first, so every backend finds store names the same way;
+    anything else is the backend's to resolve (official names, foreign files).
+    """
+    if backend is not None and _store_folder(name_or_path) is None:
+        return get_backend(backend).pretrained(str(name_or_path))
     info = store.read_info(store.resolve(name_or_path))
     if backend is not None and info.backend != backend:
         raise store.ModelError(f"{info.name} is a {info.backend} model, not {backend}")
     model = get_backend(info.backend).load(info)
     model.info = info
     return model
+
+
+def _store_folder(name_or_path: str | Path) -> Path | None:
+    """The folder of a napari-dlbio model named or at ``name_or_path``, else None."""
+    try:
+        folder = store.resolve(name_or_path)
+    except store.ModelError:
+        return None
+    return folder if (folder / store.META_FILE).is_file() else None
 
 
 def model_name(model) -> str:

@@ -334,26 +334,6 @@ class StarDistModel:
         return tuple(out)
 
 
-def _own_model(name_or_path: str) -> ModelInfo | None:
-    """A napari-dlbio StarDist model of the store (or folder), when the name is one."""
-    from ...store import META_FILE, read_info, resolve
-
-    from .pretrained import ALIASES, OFFICIAL
-
-    if name_or_path in OFFICIAL or name_or_path in ALIASES:
-        return None
-    try:
-        folder = resolve(name_or_path)
-    except ModelError:
-        return None
-    if not (folder / META_FILE).is_file():
-        return None
-    info = read_info(folder)
-    if info.backend != "stardist":
-        raise ModelError(f"{info.name} is a {info.backend} model, not a StarDist one")
-    return info
-
-
 def _memory_format(ndim: int, device):
     import torch
 
@@ -399,9 +379,6 @@ class StarDistBackend:
         from .net import StarDistNet
         from .pretrained import resolve
 
-        own = _own_model(str(name_or_path))
-        if own is not None:
-            return self.load(own)
         folder, name = resolve(str(name_or_path))
         cfg = convert.read_config(folder)
         arch = convert.arch_from_config(cfg)
