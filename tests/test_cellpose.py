@@ -154,7 +154,8 @@ def test_stitching_matches_cellpose_and_reports_slices(cp, model):
         vol.copy(), z_axis=0, stitch_threshold=0.2, cellprob_threshold=-6.0, flow_threshold=0.0, min_size=3)
     assert masks.max() > 0
     np.testing.assert_array_equal(res.outputs["labels"], masks)
-    np.testing.assert_array_equal(res.outputs["flows"], flows[1])
+    # Flows agree to float32 rounding (oneDNN may sum in another order between calls).
+    np.testing.assert_allclose(res.outputs["flows"], flows[1], rtol=1e-5, atol=1e-5)
     slices = [p.message for p in seen if p.message.startswith("slice")]
     assert slices == ["slice 1/3", "slice 2/3", "slice 3/3"]
 

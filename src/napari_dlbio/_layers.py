@@ -112,11 +112,11 @@ def _layer_suffix(backend: str | None) -> str | None:
     """A backend's fixed name for its outputs (Noise2Void: ``<image>_n2v``), if it has one."""
     if not backend:
         return None
-    from .backends import BACKENDS, get
+    from . import backends
 
-    if backend not in BACKENDS:
+    if backend not in backends.specs():
         return None
-    return getattr(get(backend), "layer_suffix", None)
+    return backends.spec(backend).layer_suffix
 
 
 def provenance(model, src: LayerSnapshot, settings=None, extra: dict | None = None) -> dict[str, Any]:

@@ -7,7 +7,7 @@ written into each model's ``model.json``.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -39,7 +39,13 @@ class Normalization(Settings):
 
 
 class TrainSettings(Settings):
-    """What every trainer understands; backends extend it."""
+    """What every trainer understands; backends extend it.
+
+    ``architecture`` names the fields that define a network or the meaning of its
+    outputs: when fine-tuning, the loaded model's values of these win over new ones.
+    """
+
+    architecture: ClassVar[tuple[str, ...]] = ()
 
     epochs: int = Field(100, ge=1, le=100_000, description="Upper bound on epochs")
     minutes: float | None = Field(
@@ -54,7 +60,14 @@ class TrainSettings(Settings):
     val_fraction: float = Field(0.15, ge=0.0, lt=0.9, description="Share of data held out")
     seed: int = Field(0, description="Random seed (data split, patches, initial weights)",
                       json_schema_extra={"advanced": True})
+    weight_decay: float = Field(1e-4, ge=0, lt=10, description="AdamW weight decay",
+                                json_schema_extra={"advanced": True})
     device: DeviceName = Field("auto", description="Where to compute: auto picks a GPU if there is one")
+
+    @property
+    def scribbles(self) -> bool:
+        """True when label 0 means 'not annotated' (ignored) rather than background."""
+        return False
 
 
 class PredictSettings(Settings):

@@ -11,7 +11,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+ProgressKind = Literal["step", "epoch", "info"]
 
 
 class Cancelled(Exception):
@@ -20,10 +22,14 @@ class Cancelled(Exception):
 
 @dataclass(frozen=True)
 class Progress:
+    """One report. ``kind``: ``"step"`` (a batch, a tile, an item), ``"epoch"`` (an epoch
+    ended: ``metrics`` holds its losses; listeners keep every one) or ``"info"``."""
+
     done: float
     total: float | None
     message: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
+    kind: ProgressKind = "step"
 
     @property
     def fraction(self) -> float | None:
@@ -39,18 +45,20 @@ class JobContext:
     """Carries progress reports out of and a cancel request into a job.
 
     Thread-safe: ``cancel`` may be called from the UI thread while the job runs
-    in a worker. ``deadline`` (seconds since the epoch) lets a time budget stop
-    training the same way a user does, without raising.
+    in a worker. ``deadline`` (a :class:`Deadline`) is the whole job's time budget:
+    training and the work after it (tuning, evaluation, saving) end within it.
     """
 
     def __init__(
         self,
         on_progress: ProgressCallback | None = None,
         should_cancel: Callable[[], bool] | None = None,
+        deadline: Deadline | None = None,
     ) -> None:
         self._on_progress = on_progress
         self._should_cancel = should_cancel
         self._cancel = threading.Event()
+        self.deadline = deadline if deadline is not None else Deadline(None)
         self.last: Progress | None = None
 
     def report(
@@ -58,9 +66,10 @@ class JobContext:
         done: float,
         total: float | None = None,
         message: str = "",
+        kind: ProgressKind = "step",
         **metrics: float,
     ) -> None:
-        self.last = Progress(done, total, message, {k: float(v) for k, v in metrics.items()})
+        self.last = Progress(done, total, message, {k: float(v) for k, v in metrics.items()}, kind)
         if self._on_progress is not None:
             self._on_progress(self.last)
 
@@ -88,19 +97,34 @@ class JobContext:
 
         def forward(p: Progress) -> None:
             frac = p.fraction if p.fraction is not None else 0.0
-            parent.report(start + frac * (stop - start), total, p.message, **p.metrics)
+            parent.report(start + frac * (stop - start), total, p.message, p.kind, **p.metrics)
 
-        child = JobContext(forward, lambda: parent.cancelled)
+        child = JobContext(forward, lambda: parent.cancelled, self.deadline)
         child._cancel = self._cancel
         return child
 
 
 class Deadline:
-    """A wall-clock budget in minutes (``None`` = unlimited)."""
+    """A wall-clock budget in minutes (``None`` = unlimited), from ``start`` (default: now)."""
 
-    def __init__(self, minutes: float | None) -> None:
-        self.start = time.monotonic()
+    def __init__(self, minutes: float | None, start: float | None = None) -> None:
+        self.start = time.monotonic() if start is None else float(start)
         self.seconds = None if minutes is None else float(minutes) * 60.0
+
+    @property
+    def remaining(self) -> float | None:
+        return None if self.seconds is None else self.seconds - self.elapsed
+
+    def before(self, fraction: float, at_least: float = 0.0) -> Deadline:
+        """A deadline ending earlier: after ``fraction`` of this budget, leaving ``at_least`` s.
+
+        Training ends by such a deadline so that the steps after it (tuning,
+        evaluation, saving) still end within the whole budget.
+        """
+        if self.seconds is None:
+            return Deadline(None, self.start)
+        end = min(self.seconds * fraction, self.seconds - at_least)
+        return Deadline(max(end, 0.0) / 60.0, self.start)
 
     @property
     def elapsed(self) -> float:

@@ -10,7 +10,6 @@ its provenance. Neither knows about Qt: progress and cancel travel in a
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,6 @@ from .backends import get as get_backend
 from .config import PredictSettings, TrainSettings
 from .data import Sample, TrainingData
 from .jobs import Cancelled, JobContext
-from .metrics import class_iou, match, psnr
 
 OutFactory = Callable[[str, tuple, np.dtype], Any]
 
@@ -65,9 +63,7 @@ def load_model(name_or_path: str | Path, backend: str | None = None):
     info = store.read_info(store.resolve(name_or_path))
     if backend is not None and info.backend != backend:
         raise store.ModelError(f"{info.name} is a {info.backend} model, not {backend}")
-    model = get_backend(info.backend).load(info)
-    model.info = info
-    return model
+    return get_backend(info.backend).load(info)
 
 
 def _store_folder(name_or_path: str | Path) -> Path | None:
@@ -80,8 +76,7 @@ def _store_folder(name_or_path: str | Path) -> Path | None:
 
 
 def model_name(model) -> str:
-    info = getattr(model, "info", None)
-    return info.name if info is not None else getattr(model, "name", model.backend)
+    return model.display_name
 
 
 def predict(
@@ -103,11 +98,11 @@ def predict(
     items done so far are returned with ``cancelled=True``.
     """
     ctx = ctx or JobContext()
-    settings = settings or _backend(model).Predict()
+    settings = model.coerce_predict(settings)
     axes = axes or guess_axes(image.shape, rgb=rgb)
-    ndim = item_ndim(model, settings)
+    ndim = model.item_ndim(settings)
     plan = ItemPlan(axes, tuple(image.shape), ndim, channels)
-    if not accepts_channels(model, plan.n_channels):
+    if not model.accepts_channels(plan.n_channels):
         raise ValueError(
             f"model {model_name(model)!r} expects {model.n_channels} channel(s) but the image "
             f"gives {plan.n_channels} (axes {plan.axes}, shape {plan.shape}); choose the channels "
@@ -152,10 +147,6 @@ def predict(
     return Prediction(outputs, out_axes, model_name(model), time.monotonic() - start, cancelled, done)
 
 
-def _backend(model):
-    return get_backend(model.backend)
-
-
 SHAPES = "shapes"  # a model may return a list of (N_vertices, ndim) float arrays under this key
 
 
@@ -176,16 +167,8 @@ def _place_shapes(shapes, plan: ItemPlan, idx: tuple[int, ...]) -> list[np.ndarr
 
 
 def item_ndim(model, settings) -> int:
-    """Spatial dims of one item: ``model.ndim`` unless the model lets its predict
-    settings choose (Cellpose: a 2D network segments 3D volumes with do_3D/stitching)."""
-    hook = getattr(model, "item_ndim", None)
-    return int(hook(settings)) if hook is not None else model.ndim
-
-
-def accepts_channels(model, n: int) -> bool:
-    """Whether ``model`` takes ``n`` input channels (Cellpose-SAM takes 1 to 3, others exactly theirs)."""
-    hook = getattr(model, "accepts_channels", None)
-    return bool(hook(n)) if hook is not None else n == model.n_channels
+    """Spatial dims of one item under ``settings`` (kept for callers of earlier releases)."""
+    return model.item_ndim(settings)
 
 
 @dataclass
@@ -217,14 +200,14 @@ def train(
         model = start_from
     else:
         model = be.new(settings, data.n_channels, data.ndim)
-    if not accepts_channels(model, data.n_channels):
+    if not model.accepts_channels(data.n_channels):
         raise ValueError(
             f"the model takes {model.n_channels} channel(s), the training images have {data.n_channels}"
         )
     if data.ndim != model.ndim:
         raise ValueError(f"the model is {model.ndim}D, the training data is {data.ndim}D")
     train_s, val_s = data.split(settings.val_fraction, settings.seed)
-    parent = getattr(model, "info", None)
+    parent = model.info
     fit = model.train(train_s, val_s, settings, ctx)
     if fit.best_epoch < 1:
         raise Cancelled("training was cancelled before the first epoch ended; no model was saved")
@@ -248,7 +231,7 @@ def train(
             settings=model.settings.model_dump(mode="json"),
             ndim=model.ndim,
             n_channels=model.n_channels,
-            normalization=_normalization(model.settings),
+            normalization=model.normalization(),
             provenance=prov,
             metrics=metrics,
             history=fit.history,
@@ -259,53 +242,6 @@ def train(
     return TrainOutcome(model, path, metrics, fit)
 
 
-def _normalization(settings) -> dict:
-    norm = getattr(settings, "normalization", None)
-    return norm.model_dump(mode="json") if norm is not None else {}
-
-
-def evaluate(model, samples: list[Sample], ctx: JobContext | None = None) -> dict[str, Any]:
+def evaluate(model, samples: list[Sample], ctx: JobContext | None = None, raw=None) -> dict[str, Any]:
     """Validation metrics: AP@0.5/F1 for instances, IoU per class for semantic, PSNR for images."""
-    own = getattr(model, "evaluate", None)
-    if own is not None:
-        return own(samples, ctx or JobContext())
-    return evaluate_predictions(model, samples, ctx)
-
-
-def evaluate_predictions(model, samples: list[Sample], ctx: JobContext | None = None) -> dict[str, Any]:
-    ctx = ctx or JobContext()
-    be = _backend(model)
-    settings = be.Predict()
-    semantic = getattr(model, "semantic", False)
-    aps, f1s, ious, psnrs = [], [], [], []
-    for s in samples:
-        res = model.predict(s.image, settings, ctx)
-        if model.output == "image":
-            if s.target is not None:
-                psnrs.append(psnr(s.target, res["image"][0]))
-            continue
-        pred = res["labels"]
-        true = s.target
-        if s.mask is not None:
-            pred = np.where(s.mask, pred, 0) if not semantic else pred
-        if semantic:
-            n = int(getattr(model, "n_classes", int(true.max()) + 1))
-            ignore = 0 if getattr(model.settings, "scribbles", False) else None
-            ious.append(class_iou(true, pred, n, ignore))
-        else:
-            m = match(true, pred)
-            aps.append(m.ap)
-            f1s.append(m.f1)
-    out: dict[str, Any] = {"n_val": len(samples)}
-    if aps:
-        out["ap50"], out["f1"] = float(np.mean(aps)), float(np.mean(f1s))
-    if ious:
-        with warnings.catch_warnings():
-            # A class absent from every image (class 0 with scribbles) is NaN, by design.
-            warnings.simplefilter("ignore", RuntimeWarning)
-            per = np.nanmean(np.array(ious, dtype=float), axis=0)
-        out["iou_per_class"] = [None if np.isnan(v) else float(v) for v in per]
-        out["mean_iou"] = float(np.nanmean(per))
-    if psnrs:
-        out["psnr"] = float(np.mean(psnrs))
-    return out
+    return model.evaluate(samples, ctx or JobContext(), raw)

@@ -7,8 +7,6 @@ image after image, handing each result back to be added as ``<image>_<model>``.
 
 from __future__ import annotations
 
-import importlib.util
-
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -32,20 +30,12 @@ from .runner import JobRunner, warm_up_torch, describe_error, notify_error, noti
 from .widgets import ImageTable, JobControls, SavedModelPicker, scroll_body
 
 SOURCES = ("Saved model", "Model folder", "Pretrained")
-PRETRAINED_HINTS = {"cellpose": "cpsam", "stardist": "2D_versatile_fluo", "n2v": "model folder or bioimage.io id"}
 _CACHE_SIZE = 2
 
 
 def usable_backends() -> list[str]:
     """Installed backends whose module is present in this installation."""
-    out = []
-    for name in backends.available():
-        try:
-            if importlib.util.find_spec(backends.BACKENDS[name].module) is not None:
-                out.append(name)
-        except (ImportError, ValueError):
-            continue
-    return out
+    return backends.available()
 
 
 def add_layers(viewer, tuples: list[tuple]) -> list:
@@ -98,8 +88,8 @@ class PredictWidget(QWidget):
         pl.setContentsMargins(0, 0, 0, 0)
         self.pre_backend = QComboBox()
         for name in usable_backends():
-            if name != "unet":
-                self.pre_backend.addItem(backends.BACKENDS[name].title, name)
+            if backends.spec(name).has_pretrained:
+                self.pre_backend.addItem(backends.spec(name).title, name)
         self.pre_name = QLineEdit()
         pl.addWidget(self.pre_backend)
         pl.addWidget(self.pre_name, 1)
@@ -173,7 +163,8 @@ class PredictWidget(QWidget):
     def _source_changed(self) -> None:
         self.stack.setCurrentIndex(self.source.currentIndex())
         if self.source.currentText() == "Pretrained":
-            self.pre_name.setPlaceholderText(PRETRAINED_HINTS.get(self.pre_backend.currentData() or "", "name"))
+            name = self.pre_backend.currentData()
+            self.pre_name.setPlaceholderText(backends.spec(name).pretrained_hint if name else "name")
         try:
             backend, info = self._source_info()
         except Exception as exc:  # noqa: BLE001 - shown next to the field

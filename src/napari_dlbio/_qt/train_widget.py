@@ -71,7 +71,7 @@ class TrainWidget(QWidget):
         form = QFormLayout(data_box)
         self.backend = QComboBox()
         for name in usable_backends():
-            self.backend.addItem(backends.BACKENDS[name].title, name)
+            self.backend.addItem(backends.spec(name).title, name)
         self.backend.setToolTip("Model family (only installed backends are listed)")
         form.addRow("backend", self.backend)
         self.image = LayerCombo(self.viewer, ("image",))
@@ -266,7 +266,7 @@ class TrainWidget(QWidget):
 
     def _needs_labels(self) -> bool:
         name = self.backend_name()
-        return name is None or backends.BACKENDS[name].output != "image"
+        return name is None or backends.spec(name).needs_labels
 
     def _ndim(self) -> int:
         info = self.start_from.info()
@@ -308,7 +308,7 @@ class TrainWidget(QWidget):
         except Exception as exc:  # noqa: BLE001 - every input problem becomes a notification
             notify_error(exc, "Training")
             return
-        scribbles = bool(getattr(settings, "scribbles", False))
+        scribbles = settings.scribbles
         lab_name = lab.name if lab is not None else None
 
         def job(ctx):

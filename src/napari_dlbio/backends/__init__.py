@@ -1,58 +1,99 @@
-"""Registry of backends, imported only when chosen.
+"""The registry of backends: the one place that says which backends exist.
 
-Listing what is installed uses ``importlib.util.find_spec`` so that napari's
-start-up (and ``napari-dlbio models``) never imports torch or a backend.
+Each backend declares itself once, in a :class:`~.base.BackendSpec` (for the
+built-in ones, ``SPEC`` in ``napari_dlbio.backends.<name>.spec``). Specs are
+cheap to read; a backend's model code, torch and its library are imported only
+by :func:`get`. Listing what is installed uses ``importlib.util.find_spec`` so
+that napari's start-up never imports torch or a backend.
+
+Other packages add backends through the ``napari_dlbio.backends`` entry-point
+group (an entry point names a ``BackendSpec``), or at run time with
+:func:`register`.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
-from dataclasses import dataclass
+from functools import lru_cache
+from importlib import metadata
+
+from .base import Backend, BackendSpec, ModelBase
+
+__all__ = ["Backend", "BackendSpec", "ModelBase", "available", "get", "is_available", "names", "register",
+           "spec", "specs", "unregister"]
+
+BUILTIN = (
+    "napari_dlbio.backends.unet.spec",
+    "napari_dlbio.backends.cellpose.spec",
+    "napari_dlbio.backends.stardist.spec",
+    "napari_dlbio.backends.n2v.spec",
+)
+ENTRY_POINT_GROUP = "napari_dlbio.backends"
+_registered: dict[str, BackendSpec] = {}
 
 
-@dataclass(frozen=True)
-class BackendEntry:
-    name: str
-    title: str
-    module: str
-    requires: tuple[str, ...]
-    extra: str
-    output: str
+@lru_cache(maxsize=1)
+def _installed() -> tuple[BackendSpec, ...]:
+    found = [importlib.import_module(m).SPEC for m in BUILTIN]
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            found.append(ep.load())
+        except Exception:  # noqa: BLE001 - a broken plug-in must not hide the others
+            continue
+    return tuple(found)
 
 
-BACKENDS: dict[str, BackendEntry] = {
-    e.name: e
-    for e in (
-        BackendEntry("unet", "U-Net (napari-dlbio)", "napari_dlbio.backends.unet", ("torch",), "", "labels"),
-        BackendEntry("cellpose", "Cellpose", "napari_dlbio.backends.cellpose", ("torch", "cellpose"), "cellpose", "labels"),
-        BackendEntry("stardist", "StarDist (PyTorch)", "napari_dlbio.backends.stardist", ("torch", "stardist"), "stardist", "labels"),
-        BackendEntry("n2v", "Noise2Void (CAREamics)", "napari_dlbio.backends.n2v", ("torch", "careamics"), "n2v", "image"),
-    )
-}
+def specs() -> dict[str, BackendSpec]:
+    """Every known backend by name, installed or not (built-in first)."""
+    out = {s.name: s for s in _installed()}
+    out.update(_registered)
+    return out
+
+
+def names() -> list[str]:
+    return list(specs())
+
+
+def register(spec: BackendSpec) -> BackendSpec:
+    """Add (or replace) a backend at run time; returns ``spec``."""
+    if not isinstance(spec, BackendSpec):
+        raise TypeError(f"register() takes a BackendSpec, not {type(spec).__name__}")
+    _registered[spec.name] = spec
+    get.cache_clear()
+    return spec
+
+
+def unregister(name: str) -> None:
+    _registered.pop(name, None)
+    get.cache_clear()
+
+
+def spec(name: str) -> BackendSpec:
+    try:
+        return specs()[name]
+    except KeyError:
+        raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(specs())}") from None
+
+
+def missing(name: str) -> list[str]:
+    """The required packages of ``name`` that are not installed."""
+    return [r for r in spec(name).requires if importlib.util.find_spec(r) is None]
 
 
 def is_available(name: str) -> bool:
-    entry = _entry(name)
-    return all(importlib.util.find_spec(r) is not None for r in entry.requires)
+    return not missing(name)
 
 
 def available() -> list[str]:
-    return [n for n in BACKENDS if is_available(n)]
+    return [n for n in specs() if is_available(n)]
 
 
-def _entry(name: str) -> BackendEntry:
-    try:
-        return BACKENDS[name]
-    except KeyError:
-        raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}") from None
-
-
-def get(name: str):
-    """The backend object of ``name``; a clear install hint if its package is missing."""
-    entry = _entry(name)
-    missing = [r for r in entry.requires if importlib.util.find_spec(r) is None]
-    if missing:
-        hint = f"pip install 'napari-dlbio[{entry.extra}]'" if entry.extra else "pip install napari-dlbio"
-        raise ImportError(f"the {entry.title} backend needs {', '.join(missing)}: {hint}")
-    return importlib.import_module(entry.module).BACKEND
+@lru_cache(maxsize=None)
+def get(name: str) -> Backend:
+    """The backend ``name`` with its model class imported; a clear install hint if a package is missing."""
+    s = spec(name)
+    lacking = missing(name)
+    if lacking:
+        raise ImportError(f"the {s.title} backend needs {', '.join(lacking)}: {s.install_hint()}")
+    return Backend(s)

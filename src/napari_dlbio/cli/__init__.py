@@ -103,8 +103,9 @@ def _common() -> argparse.ArgumentParser:
 
 
 def build_parser(train_backend=None, predict_backend=None) -> argparse.ArgumentParser:
-    from ..backends import BACKENDS
+    from ..backends import names
 
+    BACKENDS = names()
     common = _common()
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -218,7 +219,7 @@ def _backends_for(argv: Sequence[str]):
     cmd = next((a for a in argv if not a.startswith("-")), None)
     if cmd == "train":
         name = _peek(argv, "--backend")["backend"] or "unet"
-        if name not in backends.BACKENDS:
+        if name not in backends.names():
             return None, None  # argparse's choices check reports it
         return _get_backend(name), None
     if cmd == "predict":
@@ -231,7 +232,7 @@ def _backends_for(argv: Sequence[str]):
                 if "-h" in argv or "--help" in argv:
                     return None, None
                 raise
-        if name is None or name not in backends.BACKENDS:
+        if name is None or name not in backends.names():
             return None, None
         return None, _get_backend(name)
     return None, None
@@ -269,7 +270,7 @@ def cmd_train(args, backend) -> int:
                 raise CLIError(f"--from {args.start_from}: a {info.backend} model, not {backend.name}")
             base = info.settings
         except store.ModelError:
-            if backend.name == "unet":
+            if not backend.spec.has_pretrained:
                 raise
             # A pretrained name/file of the backend (e.g. cellpose 'cpsam'): its own defaults.
     settings = _settings_from_args(args, backend.Settings, base)
@@ -352,7 +353,7 @@ def cmd_predict(args, backend) -> int:
                         axes = validate_axes(axes, shape)
                     except ValueError as exc:
                         raise CLIError(f"{f.name}: {exc}") from None
-                    plan = ItemPlan(axes, shape, tasks.item_ndim(model, settings), channels)
+                    plan = ItemPlan(axes, shape, model.item_ndim(settings), channels)
                     outputs = _TiffOutputs(out_dir, f, plan)
                     try:
                         pred = tasks.predict(

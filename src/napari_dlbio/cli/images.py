@@ -111,13 +111,12 @@ def _guess_for_model(shape: tuple, rgb: bool, model, channels) -> str:
     ``guess_axes`` reads (3, 512, 512) as CYX; for a one-channel model a 3-slice
     Z stack is the likelier meaning (and T after that when Z is taken).
     """
-    from .. import tasks
     from ..axes import guess_axes
 
     axes = guess_axes(shape, rgb=rgb)
     if rgb or channels is not None or "C" not in axes:
         return axes
-    if tasks.accepts_channels(model, shape[axes.index("C")]):
+    if model.accepts_channels(shape[axes.index("C")]):
         return axes
     for other in "ZT":
         if other not in axes:

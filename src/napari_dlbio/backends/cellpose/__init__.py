@@ -1,9 +1,21 @@
-"""Cellpose 4 (Cellpose-SAM) backend: predict with ``cpsam`` or any Cellpose model file, fine-tune."""
+"""Cellpose 4 (Cellpose-SAM) backend: predict with ``cpsam`` or any Cellpose model file, fine-tune.
 
-from .backend import BACKEND, WEIGHTS, CellposeNet, Predict, Settings
-from .net import MICRO, TINY, VIT_L, Arch, write_random_model
+Attributes are imported on first use, so reading the spec never imports torch or cellpose.
+"""
 
-__all__ = [
-    "BACKEND", "WEIGHTS", "Arch", "CellposeNet", "MICRO", "Predict", "Settings", "TINY", "VIT_L",
-    "write_random_model",
-]
+from .._lazy import lazy_module
+
+__getattr__, __dir__, __all__ = lazy_module(__name__, {
+    "BACKEND": ("napari_dlbio.backends", "backend:cellpose"),
+    "WEIGHTS": (".locate", "WEIGHTS"),
+    "CellposeModel": (".model", "CellposeModel"),
+    "CellposeNet": (".model", "CellposeModel"),
+    "Predict": (".settings", "Predict"),
+    "Settings": (".settings", "Settings"),
+    "SPEC": (".spec", "SPEC"),
+    "Arch": (".net", "Arch"),
+    "MICRO": (".net", "MICRO"),
+    "TINY": (".net", "TINY"),
+    "VIT_L": (".net", "VIT_L"),
+    "write_random_model": (".net", "write_random_model"),
+})

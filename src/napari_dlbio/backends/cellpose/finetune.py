@@ -77,7 +77,7 @@ def _within_mask(smp: Sample) -> tuple[np.ndarray, np.ndarray] | None:
 def prepare(samples: list[Sample], norm, device, min_masks: int) -> Prepared:
     from cellpose import dynamics, transforms, utils
 
-    from .backend import prepare_input
+    from .inputs import prepare_input
 
     out = Prepared()
     for smp in samples:

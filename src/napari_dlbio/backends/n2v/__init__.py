@@ -22,26 +22,25 @@ module adds what a napari user needs around it:
   (N2V's loss on a few masked pixels is noisy from step to step).
 
 CAREamics, torch and Lightning are imported only inside functions, so reading
-:class:`N2VSettings` (GUI forms, CLI options) stays cheap.
+:class:`Settings` (GUI forms, CLI options) stays cheap.
 
 Modules: :mod:`.settings` (the pydantic settings), :mod:`.config` (CAREamics
 configuration), :mod:`.callback` (the Lightning callback), :mod:`.model` (the
-model and its checkpoint), :mod:`.bioimageio` (export), :mod:`.backend`
-(``BACKEND``).
+model and its checkpoint), :mod:`.bioimageio` (export), :mod:`.spec` (the
+declaration the registry reads).
 """
 
-from .backend import BACKEND
-from .bioimageio import export_bioimageio
-from .model import CHECKPOINT_FILE, CONFIG_FILE, N2VModel
-from .settings import ARCH_FIELDS, N2VPredict, N2VSettings
+from .._lazy import lazy_module
 
-__all__ = [
-    "ARCH_FIELDS",
-    "BACKEND",
-    "CHECKPOINT_FILE",
-    "CONFIG_FILE",
-    "N2VModel",
-    "N2VPredict",
-    "N2VSettings",
-    "export_bioimageio",
-]
+__getattr__, __dir__, __all__ = lazy_module(__name__, {
+    "BACKEND": ("napari_dlbio.backends", "backend:n2v"),
+    "CHECKPOINT_FILE": (".model", "CHECKPOINT_FILE"),
+    "CONFIG_FILE": (".model", "CONFIG_FILE"),
+    "N2VModel": (".model", "N2VModel"),
+    "Predict": (".settings", "Predict"),
+    "Settings": (".settings", "Settings"),
+    "N2VPredict": (".settings", "Predict"),
+    "N2VSettings": (".settings", "Settings"),
+    "SPEC": (".spec", "SPEC"),
+    "export_bioimageio": (".bioimageio", "export_bioimageio"),
+})

@@ -5,13 +5,16 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ...config import Normalization
 from ...store import ModelError
 from .config import _to_careamics
-from .model import N2VModel
+
+if TYPE_CHECKING:
+    from .model import N2VModel
 
 
 def export_bioimageio(

@@ -8,10 +8,10 @@ import time
 import numpy as np
 
 from ...jobs import Deadline, JobContext
-from .settings import N2VSettings
+from .settings import Settings
 
 
-def _make_callback(ctx: JobContext, settings: N2VSettings, deadline: Deadline, total_steps: int):
+def _make_callback(ctx: JobContext, settings: Settings, deadline: Deadline, total_steps: int):
     from lightning.pytorch import Callback
 
     from ...training import _lr

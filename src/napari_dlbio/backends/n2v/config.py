@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...config import Normalization
-from .settings import N2VSettings
+from .settings import Settings
 
 
 def _careamics_axes(n_channels: int, ndim: int) -> str:
@@ -20,7 +20,7 @@ def _to_careamics(item: np.ndarray) -> np.ndarray:
 
 
 def _make_config(
-    settings: N2VSettings,
+    settings: Settings,
     n_channels: int,
     ndim: int,
     patch: tuple[int, ...] | None = None,
@@ -60,7 +60,7 @@ def _make_config(
             },
             model_params={"depth": settings.depth, "num_channels_init": settings.base_filters},
             optimizer="Adam",
-            optimizer_params={"lr": settings.learning_rate},
+            optimizer_params={"lr": settings.learning_rate, "weight_decay": settings.weight_decay},
             # Our callback sets the learning rate every batch (cosine over epochs or the time
             # budget, as training.fit does); a StepLR that never steps leaves it alone.
             lr_scheduler="StepLR",
@@ -71,14 +71,14 @@ def _make_config(
         raise ValueError(f"invalid Noise2Void settings for CAREamics: {exc}") from exc
 
 
-def _settings_from_config(cfg) -> N2VSettings:
+def _settings_from_config(cfg) -> Settings:
     """Our settings describing a CAREamics configuration (checkpoints, bioimage.io zips)."""
     model = cfg.algorithm_config.model
     manip = cfg.algorithm_config.n2v_config
     patch = list(cfg.data_config.patching.patch_size)
     struct = manip.struct_mask
     norm = cfg.data_config.normalization.name
-    return N2VSettings(
+    return Settings(
         algorithm="n2v2" if model.n2v2 else "n2v",
         patch_size=_pow2_floor(patch[-1], 16),
         patch_size_z=_pow2_floor(patch[0], 4) if len(patch) == 3 else 16,
@@ -99,7 +99,7 @@ def _pow2_floor(v: int, lo: int) -> int:
     return max(lo, 1 << (max(1, int(v)).bit_length() - 1))
 
 
-def _fit_patch(settings: N2VSettings, shapes: list[tuple[int, ...]], ndim: int) -> tuple[int, ...]:
+def _fit_patch(settings: Settings, shapes: list[tuple[int, ...]], ndim: int) -> tuple[int, ...]:
     """The configured patch, shrunk (to a power of two) where an image is smaller."""
     want = ((settings.patch_size_z,) if ndim == 3 else ()) + (settings.patch_size,) * 2
     smallest = [min(s[d] for s in shapes) for d in range(ndim)]

@@ -7,7 +7,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 
@@ -17,18 +17,19 @@ from ...normalize import check_image, percentile_bounds
 from ...store import ModelError, ModelInfo
 from ...tta import averaged
 from .callback import _make_callback
+from ..base import ModelBase
 from .config import _fit_patch, _make_config, _settings_from_config, _to_careamics
-from .settings import ARCH_FIELDS, N2VPredict, N2VSettings
+from .settings import Predict, Settings
+from .spec import SPEC
 
 CONFIG_FILE = "careamics.yaml"
 CHECKPOINT_FILE = "n2v.ckpt"
 
 
-class N2VModel:
-    backend: ClassVar[str] = "n2v"
-    output: ClassVar[str] = "image"
+class N2VModel(ModelBase):
+    spec = SPEC
 
-    def __init__(self, settings: N2VSettings, n_channels: int, ndim: int, config, module,
+    def __init__(self, settings: Settings, n_channels: int, ndim: int, config, module,
                  name: str = "n2v") -> None:
         self.settings = settings
         self.n_channels = int(n_channels)
@@ -37,6 +38,67 @@ class N2VModel:
         self.module = module        # CAREamics N2VModule (Lightning); .model is the U-Net
         self.info: ModelInfo | None = None
         self.name = name
+
+    # -- construction -----------------------------------------------------------------
+    @classmethod
+    def new(cls, settings: TrainSettings, n_channels: int, ndim: int) -> N2VModel:
+        from careamics.lightning.modules import create_module
+
+        if ndim not in (2, 3):
+            raise ValueError(f"Noise2Void works on 2D or 3D items, not {ndim}D")
+        cfg = _make_config(settings, n_channels, ndim)
+        import torch
+
+        torch.manual_seed(settings.seed)
+        return cls(settings, n_channels, ndim, cfg, create_module(cfg.algorithm_config))
+
+    @classmethod
+    def load(cls, info: ModelInfo) -> N2VModel:
+        ckpt = Path(info.path) / CHECKPOINT_FILE
+        if not ckpt.is_file():
+            raise ModelError(f"{info.path} has no {CHECKPOINT_FILE}; the Noise2Void model is incomplete")
+        model = _load_checkpoint(ckpt, info.name)
+        try:
+            model.settings = Settings(**info.settings)
+        except ValueError:
+            pass  # settings from another version: those read from CAREamics' config stand
+        return model
+
+    @classmethod
+    def pretrained(cls, name_or_path: str) -> N2VModel:
+        """A bioimage.io zip exported by CAREamics, or a CAREamics checkpoint (file or folder)."""
+        p = Path(str(name_or_path)).expanduser()
+        if p.is_dir():
+            ckpts = sorted(p.glob("*.ckpt"), key=lambda f: f.stat().st_mtime)
+            zips = sorted(p.glob("*.zip"))
+            if not ckpts and not zips:
+                raise ModelError(f"{p} holds no CAREamics checkpoint (.ckpt) or bioimage.io zip")
+            p = ckpts[-1] if ckpts else zips[0]
+        if p.is_file() and p.suffix.lower() == ".zip":
+            from careamics.model_io.bmz_io import load_from_bmz
+
+            from .bioimageio import _normalization_in_zip
+
+            try:
+                cfg, module = load_from_bmz(p)
+            except Exception as exc:  # noqa: BLE001
+                raise ModelError(f"cannot load the bioimage.io model {p}: {exc}") from exc
+            if cfg.algorithm_config.algorithm != "n2v":
+                raise ModelError(f"{p} is a CAREamics {cfg.algorithm_config.algorithm} model, not Noise2Void")
+            model = _model_from_careamics(cfg, module, p.stem)
+            norm = _normalization_in_zip(p)
+            if norm is not None:
+                model.settings = model.settings.model_copy(update={"normalization": norm})
+            return model
+        if p.is_file() and p.suffix.lower() == ".ckpt":
+            return _load_checkpoint(p, p.stem)
+        if p.exists():
+            raise ModelError(f"{p} is neither a bioimage.io zip nor a CAREamics checkpoint (.ckpt)")
+        raise ModelError(
+            f"no file {name_or_path!r}: Noise2Void models are trained on your own images; "
+            "to use another model give its bioimage.io .zip or CAREamics .ckpt file "
+            "(downloading models by name is not supported offline)"
+        )
 
     # -- prediction ---------------------------------------------------------------------
     def _normalization(self):
@@ -72,7 +134,7 @@ class N2VModel:
         from ...tiling import predict_tiled, with_oom_retry
 
         ctx = ctx or JobContext()
-        settings = settings or N2VPredict()
+        settings = settings or Predict()
         tta = bool(getattr(settings, "tta", True))
         item = self._check_item(item)
         norm = self._normalization()
@@ -113,9 +175,7 @@ class N2VModel:
         if not train:
             raise ValueError("no training images")
         # Fine-tuning: the loaded network's architecture wins, the new training fields apply.
-        fields = settings.model_dump()
-        fields.update({k: getattr(self.settings, k) for k in ARCH_FIELDS})
-        settings = N2VSettings(**{k: v for k, v in fields.items() if k in N2VSettings.model_fields})
+        settings = self.merge_settings(settings)
         for s in train + val:
             self._check_item(s.image)
         shapes = [s.image.shape[1:] for s in train + val]
@@ -163,7 +223,7 @@ class N2VModel:
             result.stopped = "time budget" if deadline.passed() else "completed"
         return result
 
-    def _repeats(self, settings: N2VSettings, train: list, patch: tuple[int, ...]) -> int:
+    def _repeats(self, settings: Settings, train: list, patch: tuple[int, ...]) -> int:
         # CAREamics' epoch is one pass over stratified patches; a single small image gives
         # one batch. Listing the (same) arrays several times makes an epoch hold
         # ``steps_per_epoch`` batches, so validation does not run after every step.
@@ -175,7 +235,7 @@ class N2VModel:
         return int(min(1000, max(1, math.ceil(need / max(n, 1)))))
 
     # -- evaluation: there is no clean target, so report the self-supervised loss ------
-    def evaluate(self, samples: list, ctx: JobContext) -> dict[str, Any]:
+    def evaluate(self, samples: list, ctx: JobContext, raw: list | None = None) -> dict[str, Any]:
         """Masked N2V loss on held-out images (lower is better; the noise sets its floor).
 
         N2V has no clean target, so no PSNR is claimed; this loss compares predictions

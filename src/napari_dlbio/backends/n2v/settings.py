@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
 from ...config import Normalization, PredictSettings, TrainSettings
 
-# Architecture fields: fixed once a model exists (fine-tuning keeps the loaded model's).
-ARCH_FIELDS = ("algorithm", "depth", "base_filters", "independent_channels", "normalize", "normalization")
 _ADV = {"advanced": True}
 
 
@@ -19,8 +17,12 @@ def _power_of_two(v: int) -> int:
     return v
 
 
-class N2VSettings(TrainSettings):
+class Settings(TrainSettings):
     """Noise2Void / N2V2 training settings. The defaults suit a CPU and a few minutes."""
+
+    # Fixed once a model exists: fine-tuning keeps the loaded model's values.
+    architecture: ClassVar[tuple[str, ...]] = (
+        "algorithm", "depth", "base_filters", "independent_channels", "normalize", "normalization")
 
     algorithm: Literal["n2v2", "n2v"] = Field(
         "n2v2", description="N2V2 (blur-pool U-Net, median masking: no checkerboard artefacts) or the original N2V"
@@ -77,6 +79,8 @@ class N2VSettings(TrainSettings):
     batch_size: int = Field(8, ge=1, le=1024, description="Patches per batch")
     learning_rate: float = Field(2e-3, gt=0, lt=1, description="Peak learning rate (cosine schedule)",
                                  json_schema_extra=_ADV)
+    weight_decay: float = Field(0.0, ge=0, lt=10, description="Adam weight decay (CAREamics' default: 0)",
+                                json_schema_extra=_ADV)
     val_fraction: float = Field(0.1, ge=0.0, lt=0.9, description="Share of the images held out for validation")
 
     @field_validator("patch_size", "patch_size_z")
@@ -92,7 +96,7 @@ class N2VSettings(TrainSettings):
         return v
 
 
-class N2VPredict(PredictSettings):
+class Predict(PredictSettings):
     """Prediction settings of Noise2Void."""
 
     tta: bool = Field(

@@ -1,8 +1,8 @@
-"""The Cellpose backend: settings, the model wrapper (predict / fine-tune / save), BACKEND.
+"""The Cellpose model: a Cellpose-SAM network behind the shared protocol (predict, fine-tune, save).
 
 Prediction calls ``CellposeModel.eval`` on each item that :func:`tasks.predict`
 hands over, so results are Cellpose's own. A 2D network segments Z stacks in two
-ways, chosen by the predict settings (hence :meth:`CellposeNet.item_ndim`):
+ways, chosen by the predict settings (hence :meth:`CellposeModel.item_ndim`):
 ``do_3D`` (flows from the YX, ZY and ZX planes, one call per volume) or
 ``stitch_threshold > 0`` (slices one at a time, with progress and cancel between
 slices, then Cellpose's own stitching). Fine-tuning lives in :mod:`.finetune`.
@@ -16,120 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import Field, model_validator
 
 from ... import device as devices
 from ... import store
-from ...config import Normalization, PredictSettings, TrainSettings
+from ...config import TrainSettings
 from ...jobs import JobContext
-from ...normalize import check_image, percentile_normalize
+from ...normalize import check_image
+from ..base import ModelBase
+from .inputs import prepare_input
 from .locate import WEIGHTS, resolve
-
-ADV = {"advanced": True}
-MAX_CHANNELS = 3  # Cellpose-SAM reads at most three channels
-
-
-def _cellpose_normalization() -> Normalization:
-    return Normalization(low=1.0, high=99.0)
-
-
-class Settings(TrainSettings):
-    """Fine-tuning a Cellpose-SAM model (defaults are Cellpose's own ``train_seg`` ones)."""
-
-    start_model: str = Field(
-        "cpsam", description="Model to start from: a Cellpose name (cpsam) or a Cellpose model file")
-    epochs: int = Field(
-        100, ge=1, le=100_000, description="Passes over the training images (Cellpose's n_epochs)")
-    learning_rate: float = Field(
-        1e-5, gt=0, lt=1,
-        description="Peak learning rate (1e-5 suits the ViT-L of cpsam; small nets need more)")
-    weight_decay: float = Field(0.1, ge=0, lt=10, description="AdamW weight decay")
-    batch_size: int = Field(1, ge=1, le=1024, description="Images (random 256-px crops) per training step")
-    steps_per_epoch: int | None = Field(  # type: ignore[assignment]
-        None, ge=1, le=100_000, json_schema_extra=ADV,
-        description="Batches per epoch (empty = one pass over the training images)")
-    min_train_masks: int = Field(
-        5, ge=0, description="Leave out training images with fewer objects than this")
-    scale_range: float = Field(
-        0.5, ge=0, le=2, json_schema_extra=ADV,
-        description="Random zoom of Cellpose's augmentation: 1 +/- scale_range/2")
-    normalization: Normalization = Field(
-        default_factory=_cellpose_normalization,
-        description="Intensity normalisation (Cellpose: percentiles 1-99)")
-
-
-class Predict(PredictSettings):
-    """Cellpose-SAM segmentation (defaults are ``CellposeModel.eval``'s)."""
-
-    diameter: float | None = Field(
-        None, gt=0,
-        description="Typical object diameter in pixels; optional for Cellpose-SAM (scales objects to 30 px)")
-    flow_threshold: float = Field(
-        0.4, ge=0, description="Maximum flow error of a kept object (higher keeps more; 0 = no check)")
-    cellprob_threshold: float = Field(
-        0.0, ge=-12, le=12, description="Cell probability threshold: lower finds more and larger objects")
-    min_size: int = Field(15, ge=0, description="Drop objects smaller than this (pixels, voxels in 3D)")
-    normalization: Normalization = Field(
-        default_factory=_cellpose_normalization,
-        description="Intensity normalisation (Cellpose: percentiles 1-99)")
-    batch_size: int = Field(8, ge=1, le=1024, description="256-px tiles per network call")
-    do_3D: bool = Field(False, description="Z stacks: 3D segmentation (flows from YX, ZY and ZX planes)")
-    stitch_threshold: float = Field(
-        0.0, ge=0, lt=1,
-        description="Z stacks in 2D: join objects of neighbouring slices that overlap by this IoU (0 = off)")
-    niter: int | None = Field(
-        None, ge=1, le=100_000, json_schema_extra=ADV,
-        description="Iterations of the flow dynamics (empty = 200, scaled with the diameter)")
-    anisotropy: float | None = Field(
-        None, gt=0, description="3D: Z spacing divided by XY spacing", json_schema_extra=ADV)
-    flow3D_smooth: float = Field(
-        0.0, ge=0, description="3D: Gaussian smoothing (sigma) of the flows", json_schema_extra=ADV)
-    max_size_fraction: float = Field(
-        0.4, gt=0, le=1, json_schema_extra=ADV,
-        description="Drop objects larger than this fraction of the image")
-    augment: bool = Field(
-        False, description="Average over flipped, overlapping tiles (slower)", json_schema_extra=ADV)
-    tile_overlap: float = Field(  # type: ignore[assignment]
-        0.1, ge=0, lt=0.5, json_schema_extra=ADV,
-        description="Overlap of Cellpose's 256-px tiles, as a fraction of a tile")
-    tile_size: int | None = Field(
-        None, description="Cellpose-SAM always works on 256-px tiles (empty or 256)", json_schema_extra=ADV)
-    bfloat16: bool = Field(
-        True, json_schema_extra=ADV,
-        description="Run the network in bfloat16 (Cellpose's default: faster, less memory)")
-    return_flows: bool = Field(False, description="Also return the flows and the cell probability as images")
-
-    @model_validator(mode="after")
-    def _consistent(self) -> Predict:
-        if self.do_3D and self.stitch_threshold > 0:
-            raise ValueError("choose do_3D or stitch_threshold > 0 for Z stacks, not both")
-        if self.tile_size not in (None, 256):
-            raise ValueError(f"Cellpose-SAM works on 256-px tiles; tile_size {self.tile_size} cannot be used")
-        return self
-
-
-def _norm_params(norm: Normalization, apply: bool) -> dict[str, Any]:
-    """Cellpose's ``normalize`` argument, complete: a partial dict or a bool makes
-    ``eval`` edit Cellpose's module-level defaults, so every key is given."""
-    return {
-        "normalize": bool(apply), "percentile": [norm.low, norm.high], "lowhigh": None, "norm3D": True,
-        "invert": False, "sharpen_radius": 0, "smooth_radius": 0, "tile_norm_blocksize": 0,
-        "tile_norm_smooth3D": 1,
-    }
-
-
-def prepare_input(item: np.ndarray, norm: Normalization) -> tuple[np.ndarray, dict[str, Any]]:
-    """A float32 copy (Cellpose normalises float32 input in place) and the ``normalize`` argument.
-
-    Per-channel percentiles are Cellpose's own normalisation; joint percentiles
-    (``per_channel=False``) are applied here and Cellpose's is switched off.
-    """
-    x = np.array(item, dtype=np.float32, copy=True)
-    if norm.mode == "none":
-        return x, _norm_params(norm, False)
-    if not norm.per_channel:
-        return percentile_normalize(x, norm), _norm_params(norm, False)
-    return x, _norm_params(norm, True)
+from .settings import MAX_CHANNELS, Predict, Settings
+from .spec import SPEC
 
 
 def open_cellpose(path: Path, device=None):
@@ -178,11 +75,10 @@ def _same_device(a, b) -> bool:
     return a.type == b.type and (a.index or 0) == (b.index or 0)
 
 
-class CellposeNet:
+class CellposeModel(ModelBase):
     """A Cellpose-SAM network (cpsam, a Cellpose model file or one of ours)."""
 
-    backend = "cellpose"
-    output = "labels"
+    spec = SPEC
 
     def __init__(self, cp, settings: Settings, n_channels: int = MAX_CHANNELS, name: str = "cellpose",
                  source: Path | None = None, origin: str | None = None):
@@ -205,9 +101,41 @@ class CellposeNet:
         """The wrapped ``cellpose.models.CellposeModel`` (float32 network)."""
         return self._cp
 
-    # -- hooks read by tasks.predict / tasks.train ---------------------------
+    # -- construction ---------------------------------------------------------
+    @classmethod
+    def new(cls, settings: Settings, n_channels: int, ndim: int) -> CellposeModel:
+        """Cellpose cannot train from scratch: a 'new' model starts from ``settings.start_model``."""
+        if ndim != 2:
+            raise ValueError(
+                "Cellpose trains on 2D images: train on annotated 2D slices (ndim=2); the model then "
+                "segments Z stacks with do_3D or stitch_threshold")
+        if not 1 <= n_channels <= MAX_CHANNELS:
+            raise ValueError(f"Cellpose-SAM takes one to three channels, not {n_channels}")
+        model = cls.pretrained(settings.start_model)
+        model.settings = settings
+        model.n_channels = int(n_channels)
+        return model
+
+    @classmethod
+    def load(cls, info: store.ModelInfo) -> CellposeModel:
+        path = Path(info.path) / WEIGHTS
+        if not path.is_file():
+            raise store.ModelError(f"{info.path} has no Cellpose weights file {WEIGHTS}")
+        settings = cls.settings_from(info)
+        return cls(open_cellpose(path), settings, info.n_channels, info.name, path, str(info.path))
+
+    @classmethod
+    def pretrained(cls, name_or_path: str) -> CellposeModel:
+        """``cpsam`` (from Cellpose's models folder, never a silent download offline) or a model file."""
+        path = resolve(name_or_path)
+        name = path.parent.name if path.name == WEIGHTS else path.name
+        settings = Settings(start_model=str(name_or_path))
+        return cls(open_cellpose(path), settings, MAX_CHANNELS, name, path, str(name_or_path))
+
+    # -- capabilities -----------------------------------------------------------
     def item_ndim(self, settings) -> int:
-        return 3 if getattr(settings, "do_3D", False) or getattr(settings, "stitch_threshold", 0) > 0 else 2
+        s = self.coerce_predict(settings)
+        return 3 if s.do_3D or s.stitch_threshold > 0 else 2
 
     def accepts_channels(self, n: int) -> bool:
         # Cellpose-SAM reads one to three channels, whatever it was fine-tuned on; which
@@ -355,12 +283,12 @@ class CellposeNet:
         state = {k: v.detach().to("cpu", torch.float32) for k, v in self.net.state_dict().items()}
         torch.save(state, str(Path(folder) / WEIGHTS))
 
-    def evaluate(self, samples, ctx: JobContext) -> dict:
+    def evaluate(self, samples, ctx: JobContext, raw: list | None = None) -> dict:
         """The runner's AP@0.5/F1, then accelerator memory given back (the end of a training job)."""
-        from ...tasks import evaluate_predictions
+        from ...evaluation import evaluate_predictions
 
         try:
-            return evaluate_predictions(self, samples, ctx)
+            return evaluate_predictions(self, samples, ctx, raw)
         finally:
             self.release()
 
@@ -374,40 +302,4 @@ class CellposeNet:
         devices.release(dev)
 
 
-class _Backend:
-    name = "cellpose"
-    title = "Cellpose"
-    output = "labels"
-    Settings = Settings
-    Predict = Predict
-    requires = ("torch", "cellpose")
-
-    def new(self, settings: Settings, n_channels: int, ndim: int) -> CellposeNet:
-        """Cellpose cannot train from scratch: a 'new' model starts from ``settings.start_model``."""
-        if ndim != 2:
-            raise ValueError(
-                "Cellpose trains on 2D images: train on annotated 2D slices (ndim=2); the model then "
-                "segments Z stacks with do_3D or stitch_threshold")
-        if not 1 <= n_channels <= MAX_CHANNELS:
-            raise ValueError(f"Cellpose-SAM takes one to three channels, not {n_channels}")
-        model = self.pretrained(settings.start_model)
-        model.settings = settings
-        model.n_channels = int(n_channels)
-        return model
-
-    def load(self, info: store.ModelInfo) -> CellposeNet:
-        path = Path(info.path) / WEIGHTS
-        if not path.is_file():
-            raise store.ModelError(f"{info.path} has no Cellpose weights file {WEIGHTS}")
-        settings = Settings.model_validate(info.settings)
-        return CellposeNet(open_cellpose(path), settings, info.n_channels, info.name, path, str(info.path))
-
-    def pretrained(self, name_or_path: str) -> CellposeNet:
-        """``cpsam`` (from Cellpose's models folder, never a silent download offline) or a model file."""
-        path = resolve(name_or_path)
-        name = path.parent.name if path.name == WEIGHTS else path.name
-        settings = Settings(start_model=str(name_or_path))
-        return CellposeNet(open_cellpose(path), settings, MAX_CHANNELS, name, path, str(name_or_path))
-
-
-BACKEND = _Backend()
+CellposeNet = CellposeModel  # the name of earlier releases

@@ -8,77 +8,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import Field, field_validator
 
-from ...config import Normalization, PredictSettings, TrainSettings
 from ...jobs import Cancelled, JobContext
 from ...normalize import check_image, percentile_normalize
 from ...store import ModelError, ModelInfo
+from ..base import ModelBase
 from .net import Arch, check_grid
+from .settings import Predict, Settings
+from .spec import SPEC
 
-ADV = {"advanced": True}
 WEIGHTS = "stardist.pt"
 META = "stardist.json"
 DEFAULT_THRESHOLDS = {"prob": 0.5, "nms": 0.4}
-# Architecture fields: when fine-tuning, the loaded model's values win.
-ARCH_FIELDS = ("n_rays", "grid", "grid_z", "depth", "width", "n_conv_per_depth", "kernel_size", "features")
-
-
-class Settings(TrainSettings):
-    """StarDist network and training; defaults follow the official package's configs."""
-
-    n_rays: int | None = Field(None, ge=3, le=1024, description="Rays per object (empty: 32 in 2D, 96 in 3D)")
-    grid: int = Field(2, ge=1, le=16, description="Output subsampling in Y and X (1, 2, 4, ...)")
-    grid_z: int | None = Field(None, ge=1, le=16, description="Subsampling in Z for 3D (empty: as grid)",
-                               json_schema_extra=ADV)
-    depth: int | None = Field(None, ge=1, le=6, description="U-Net levels (empty: 3 in 2D, 2 in 3D)")
-    width: int = Field(32, ge=4, le=256, description="Filters of the first U-Net level (doubling per level)")
-    n_conv_per_depth: int = Field(2, ge=1, le=4, description="Convolutions per U-Net level",
-                                  json_schema_extra=ADV)
-    kernel_size: Literal[3, 5] = Field(3, description="Convolution kernel size", json_schema_extra=ADV)
-    features: int = Field(128, ge=0, le=1024, description="Filters of the convolution after the U-Net",
-                          json_schema_extra=ADV)
-    patch_size: int | None = Field(None, ge=16, le=2048,
-                                   description="Training patch edge in Y/X (empty: 128 in 2D, 64 in 3D)")
-    patch_size_z: int | None = Field(None, ge=4, le=1024, description="Training patch depth in Z (empty: 32)",
-                                     json_schema_extra=ADV)
-    prob_weight: float = Field(1.0, ge=0, description="Weight of the probability loss", json_schema_extra=ADV)
-    dist_weight: float = Field(0.2, ge=0, description="Weight of the distance loss", json_schema_extra=ADV)
-    background_reg: float = Field(1e-4, ge=0, description="Penalty on distances predicted for background",
-                                  json_schema_extra=ADV)
-    foreground: float = Field(0.9, ge=0, le=1, description="Share of patches centred on an object",
-                              json_schema_extra=ADV)
-    augment: bool = Field(True, description="Random flips, rotations and intensity changes")
-    optimize_thresholds: bool = Field(
-        True, description="Tune probability/NMS thresholds on the validation data")
-    normalization: Normalization = Field(default_factory=Normalization, description="Input normalisation")
-    # Tuned for a few CPU minutes: the official package trains longer (lr 3e-4, patch 256).
-    learning_rate: float = Field(
-        2e-3, gt=0, lt=1,
-        description="Peak learning rate (cosine schedule); lower it (e.g. 3e-4) to fine-tune")
-    batch_size: int = Field(4, ge=1, le=1024, description="Patches per training step")
-    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay", json_schema_extra=ADV)
-
-
-    @field_validator("grid", "grid_z")
-    @classmethod
-    def _power_of_two(cls, v: int | None) -> int | None:
-        if v is not None and v & (v - 1):
-            raise ValueError(f"must be a power of two (1, 2, 4, 8, 16), not {v}")
-        return v
-
-
-class Predict(PredictSettings):
-    """StarDist prediction; empty thresholds use the model's optimised ones."""
-
-    prob_thresh: float | None = Field(
-        None, gt=0, lt=1, description="Object probability threshold (empty: model's)")
-    nms_thresh: float | None = Field(
-        None, gt=0, lt=1, description="Overlap allowed between objects (empty: model's)")
-    polygons: bool = Field(False, description="Also return the 2D objects' polygons as shapes")
 
 
 def arch_for(settings: Settings, n_channels: int, ndim: int) -> Arch:
@@ -107,9 +51,8 @@ def settings_for(arch: Arch) -> Settings:
     )
 
 
-class StarDistModel:
-    backend: ClassVar[str] = "stardist"
-    output: ClassVar[str] = "labels"
+class StarDistModel(ModelBase):
+    spec = SPEC
 
     def __init__(self, settings: Settings, arch: Arch, thresholds: dict | None = None,
                  rays: dict | None = None, name: str = "stardist", state: dict | None = None):
@@ -134,6 +77,49 @@ class StarDistModel:
         self._rays_json = rays
         self._rays = None
         self._trained = state is not None  # loaded or converted weights are never re-initialised
+
+    @classmethod
+    def new(cls, settings: Settings, n_channels: int, ndim: int) -> StarDistModel:
+        return cls(settings, arch_for(settings, n_channels, ndim))
+
+    @classmethod
+    def load(cls, info: ModelInfo) -> StarDistModel:
+        import torch
+
+        folder = Path(info.path)
+        meta_path, weights = folder / META, folder / WEIGHTS
+        if not meta_path.is_file() or not weights.is_file():
+            raise ModelError(f"{folder} lacks {META} or {WEIGHTS}; it is not a complete StarDist model")
+        try:
+            meta = json.loads(meta_path.read_text())
+            arch = Arch(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["arch"].items()})
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+            raise ModelError(f"the StarDist model in {folder} cannot be read: {exc}") from exc
+        try:
+            settings = Settings(**info.settings)
+        except ValueError as exc:
+            raise ModelError(f"{folder}: settings are invalid for this version: {exc}") from exc
+        model = cls(settings, arch, meta.get("thresholds"), meta.get("rays"), info.name, state)
+        model.info = info
+        return model
+
+    @classmethod
+    def pretrained(cls, name_or_path: str) -> StarDistModel:
+        """An official StarDist model by name (downloaded once) or a local folder/zip, converted."""
+        from . import convert
+        from .net import StarDistNet
+        from .pretrained import resolve
+
+        folder, name = resolve(str(name_or_path))
+        cfg = convert.read_config(folder)
+        arch = convert.arch_from_config(cfg)
+        state = convert.state_dict_from_keras(convert.weights_file(folder, cfg), arch,
+                                              StarDistNet(arch).state_dict())
+        thresholds = convert.read_thresholds(folder) or DEFAULT_THRESHOLDS
+        model = cls(settings_for(arch), arch, thresholds, cfg.get("rays_json"),
+                              f"stardist:{name}", state)
+        return model
 
     # -- helpers --------------------------------------------------------------
     @property
@@ -218,8 +204,7 @@ class StarDistModel:
             if s.target is None:
                 raise ValueError(f"StarDist needs instance labels; sample {s.source!r} has none")
         # Fine-tuning keeps the network; only the training fields change.
-        keep = {k: getattr(self.settings, k) for k in ARCH_FIELDS}
-        settings = settings.model_copy(update=keep)
+        settings = self.merge_settings(settings)
         self.settings = settings
         rng = np.random.default_rng(settings.seed)
         torch.manual_seed(settings.seed)
@@ -339,55 +324,3 @@ def _memory_format(ndim: int, device):
 
     # Channels-last convolutions run 10-40% faster on CPUs (oneDNN) and on recent GPUs.
     return torch.channels_last if ndim == 2 else torch.channels_last_3d
-
-
-class StarDistBackend:
-    name = "stardist"
-    title = "StarDist (PyTorch)"
-    output = "labels"
-    Settings = Settings
-    Predict = Predict
-    requires = ("torch", "stardist")
-
-    def new(self, settings: Settings, n_channels: int, ndim: int) -> StarDistModel:
-        return StarDistModel(settings, arch_for(settings, n_channels, ndim))
-
-    def load(self, info: ModelInfo) -> StarDistModel:
-        import torch
-
-        folder = Path(info.path)
-        meta_path, weights = folder / META, folder / WEIGHTS
-        if not meta_path.is_file() or not weights.is_file():
-            raise ModelError(f"{folder} lacks {META} or {WEIGHTS}; it is not a complete StarDist model")
-        try:
-            meta = json.loads(meta_path.read_text())
-            arch = Arch(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["arch"].items()})
-            state = torch.load(weights, map_location="cpu", weights_only=True)
-        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
-            raise ModelError(f"the StarDist model in {folder} cannot be read: {exc}") from exc
-        try:
-            settings = Settings(**info.settings)
-        except ValueError as exc:
-            raise ModelError(f"{folder}: settings are invalid for this version: {exc}") from exc
-        model = StarDistModel(settings, arch, meta.get("thresholds"), meta.get("rays"), info.name, state)
-        model.info = info
-        return model
-
-    def pretrained(self, name_or_path: str) -> StarDistModel:
-        """An official StarDist model by name (downloaded once) or a local folder/zip, converted."""
-        from . import convert
-        from .net import StarDistNet
-        from .pretrained import resolve
-
-        folder, name = resolve(str(name_or_path))
-        cfg = convert.read_config(folder)
-        arch = convert.arch_from_config(cfg)
-        state = convert.state_dict_from_keras(convert.weights_file(folder, cfg), arch,
-                                              StarDistNet(arch).state_dict())
-        thresholds = convert.read_thresholds(folder) or DEFAULT_THRESHOLDS
-        model = StarDistModel(settings_for(arch), arch, thresholds, cfg.get("rays_json"),
-                              f"stardist:{name}", state)
-        return model
-
-
-BACKEND = StarDistBackend()

@@ -23,16 +23,17 @@ from ...tiling import predict_tiled, with_oom_retry
 from ...training import FitResult, fit
 from ...tta import averaged
 from . import targets as tg
+from ..base import ModelBase
 from .settings import ARCHITECTURE, Predict, Settings
+from .spec import SPEC
 from .settings import n_outputs as _n_outputs
 
 WEIGHTS = "weights.pt"
 _MAX_TUNE = 30  # validation images used to tune thresholds (bounds the time it takes)
 
 
-class UNetModel:
-    backend = "unet"
-    output = "labels"
+class UNetModel(ModelBase):
+    spec = SPEC
 
     def __init__(self, settings: Settings, n_channels: int, ndim: int):
         if ndim not in (2, 3):
@@ -49,6 +50,19 @@ class UNetModel:
         self._tuned_probs: dict[int, np.ndarray] = {}
         if _n_outputs(settings) is not None:
             self._build()
+
+    @classmethod
+    def new(cls, settings: Settings, n_channels: int, ndim: int) -> UNetModel:
+        return cls(settings, n_channels, ndim)
+
+    @classmethod
+    def load(cls, info: store.ModelInfo) -> UNetModel:
+        settings = cls.settings_from(info)
+        if settings.mode == "semantic" and settings.n_classes is None:
+            raise store.ModelError(f"{info.path}: a semantic U-Net must record n_classes in model.json")
+        model = cls(settings, info.n_channels, info.ndim)
+        model.load_weights(info.path)
+        return model
 
     # -- what tasks.evaluate_predictions reads --------------------------------
     @property
@@ -334,10 +348,10 @@ class UNetModel:
             {**self.settings.model_dump(), "foreground_threshold": best[1], "seed_threshold": best[2]})
         return {"tuned_ap50": best[0], "foreground_threshold": best[1], "seed_threshold": best[2]}
 
-    def evaluate(self, samples: list[Sample], ctx: JobContext | None = None) -> dict:
+    def evaluate(self, samples: list[Sample], ctx: JobContext | None = None, raw: list | None = None) -> dict:
         """AP@0.5/F1 (instance) or IoU per class (semantic) on ``samples``."""
         from ...metrics import match
-        from ...tasks import evaluate_predictions
+        from ...evaluation import evaluate_predictions
 
         cache, self._tuned_probs = self._tuned_probs, {}
         if self.semantic:
@@ -441,40 +455,3 @@ def _auto_tile(spatial: tuple[int, ...]) -> int | None:
     if int(np.prod(spatial)) <= limit:
         return None
     return 1024 if len(spatial) == 2 else 128
-
-
-class UNetBackend:
-    name = "unet"
-    title = "U-Net (napari-dlbio)"
-    output = "labels"
-    Settings = Settings
-    Predict = Predict
-    requires = ("torch",)
-
-    def new(self, settings: TrainSettings | None, n_channels: int, ndim: int) -> UNetModel:
-        if settings is None:
-            settings = Settings()
-        elif not isinstance(settings, Settings):
-            settings = Settings.model_validate(settings.model_dump())
-        return UNetModel(settings, n_channels, ndim)
-
-    def load(self, info: store.ModelInfo) -> UNetModel:
-        try:
-            settings = Settings.model_validate(info.settings)
-        except ValueError as exc:
-            raise store.ModelError(
-                f"{info.path}: the U-Net settings in model.json are invalid: {exc}") from exc
-        if settings.mode == "semantic" and settings.n_classes is None:
-            raise store.ModelError(f"{info.path}: a semantic U-Net must record n_classes in model.json")
-        model = UNetModel(settings, info.n_channels, info.ndim)
-        model.load_weights(info.path)
-        model.info = info
-        return model
-
-    def pretrained(self, name_or_path: str) -> UNetModel:
-        raise store.ModelError(
-            f"no pretrained U-Net named {name_or_path!r}: napari-dlbio ships no pretrained U-Nets. "
-            "Train one (napari-dlbio train --backend unet ...) or give the folder of a saved model")
-
-
-BACKEND = UNetBackend()

@@ -1,0 +1,18 @@
+"""The Cellpose backend's declaration (cheap to import: settings only)."""
+
+from ..base import BackendSpec
+from .settings import Predict, Settings
+
+SPEC = BackendSpec(
+    name="cellpose",
+    title="Cellpose",
+    output="labels",
+    Settings=Settings,
+    Predict=Predict,
+    model="napari_dlbio.backends.cellpose.model:CellposeModel",
+    requires=("torch", "cellpose"),
+    extra="cellpose",
+    has_pretrained=True,
+    pretrained_hint="cpsam",
+    description="Cellpose-SAM (cellpose >= 4): cells and nuclei; fine-tune cpsam or any Cellpose file",
+)
