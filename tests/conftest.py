@@ -3,10 +3,29 @@ from pathlib import Path
 
 import pytest
 
+from _gui_display import no_gui_reason
+
 # Keep tests fast and fair on 2 cores; never touch the user's real model store.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def _needs_display(item) -> bool:
+    """A GUI test: marked ``gui`` or using pytest-qt's ``qapp`` (``qtbot`` and napari's
+    ``make_napari_viewer`` depend on it)."""
+    return item.get_closest_marker("gui") is not None or "qapp" in getattr(item, "fixturenames", ())
+
+
+def pytest_collection_modifyitems(config, items):
+    # Runs after every pytest_configure, so pytest-xvfb has already started Xvfb (and set
+    # DISPLAY) when it is installed. Without a display Qt aborts the whole process when the
+    # first QApplication is made: skip the GUI tests with the reason instead.
+    gui = [item for item in items if _needs_display(item)]
+    reason = no_gui_reason() if gui else None
+    if reason:
+        for item in gui:
+            item.add_marker(pytest.mark.skip(reason=reason))
 
 
 @pytest.fixture(autouse=True)

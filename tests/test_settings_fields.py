@@ -55,7 +55,7 @@ def test_every_core_field_is_described():
 
 
 def test_build_and_back():
-    # dotted names and argparse/magicgui dests ("normalization__low") both work
+    # dotted names and argparse dests ("normalization__low") both work
     s = sf.build(Demo, {"mode": "semantic", "normalization__low": 2.0, "patch": [64, 64]})
     assert s.mode == "semantic" and s.normalization.low == 2.0 and s.patch == (64, 64)
     flat = sf.flat_values(s)
@@ -81,13 +81,3 @@ def test_parse():
     with pytest.raises(ValueError, match="expected int"):
         specs["epochs"].parse("ten")
     assert specs["normalization.per_channel"].parse("no") is False
-
-
-def test_magicgui_options():
-    specs = _by_name(sf.fields(Demo))
-    o = specs["depth"].magicgui_options()
-    assert (o["widget_type"], o["min"], o["max"], o["value"]) == ("SpinBox", 1, 5, 3)
-    assert specs["mode"].magicgui_options()["choices"] == ["instance", "semantic"]
-    assert specs["learning_rate"].magicgui_options()["widget_type"] == "FloatSpinBox"
-    assert specs["patch"].magicgui_options()["value"] == "128,96"
-    assert "levels" in o["tooltip"]

@@ -6,8 +6,7 @@ choices from ``Literal``, bounds from ``ge/le/gt/lt``, description, the
 ``json_schema_extra={"advanced": True}`` flag, whether ``None`` is allowed).
 Nested settings models (e.g. ``normalization: Normalization``) are flattened
 to dotted names (``"normalization.low"``) and :func:`build` nests them again.
-No Qt and no magicgui import here: :meth:`FieldSpec.magicgui_options` returns
-plain keyword arguments.
+No Qt import here: ``napari_dlbio._qt.forms`` builds the widgets from these specs.
 """
 
 from __future__ import annotations
@@ -45,19 +44,13 @@ class FieldSpec:
 
     # -- names -----------------------------------------------------------
     @property
-    def label(self) -> str:
-        """Human label: ``"normalization.low"`` -> ``"Normalization low"``."""
-        text = self.name.replace(".", " ").replace("_", " ")
-        return text[:1].upper() + text[1:]
-
-    @property
     def option(self) -> str:
         """The CLI option: ``"--patch-size"``, ``"--normalization-low"``."""
         return "--" + self.name.replace(".", "-").replace("_", "-")
 
     @property
     def dest(self) -> str:
-        """An identifier (argparse ``dest``, magicgui parameter name)."""
+        """An identifier (argparse ``dest``)."""
         return self.name.replace(".", "__")
 
     # -- bounds ----------------------------------------------------------
@@ -136,46 +129,6 @@ class FieldSpec:
         else:
             parts.append(f"default: {_show(d)}")
         return "; ".join(parts)
-
-    # -- GUI ---------------------------------------------------------------
-    def magicgui_options(self) -> dict[str, Any]:
-        """Keyword arguments for ``magicgui.widgets.create_widget`` (no import of magicgui here).
-
-        Optional numbers get ``nullable`` only where magicgui supports it; a GUI may
-        rather show a checkbox "automatic" next to the number.
-        """
-        opts: dict[str, Any] = {"name": self.dest, "label": self.label, "tooltip": self.help()}
-        value = self.default
-        if self.choices is not None:
-            opts["widget_type"] = "ComboBox"
-            opts["choices"] = list(self.choices)
-        elif self.sequence is not None:
-            opts["widget_type"] = "LineEdit"
-            value = "" if value is None else ",".join(map(str, value))
-        elif self.type is bool:
-            opts["widget_type"] = "CheckBox"
-        elif self.type in (int, float):
-            opts["widget_type"] = "SpinBox" if self.type is int else "FloatSpinBox"
-            lo, hi = self.minimum, self.maximum
-            opts["min"] = lo if lo is not None else (-(2**31) if self.type is int else -1e12)
-            opts["max"] = hi if hi is not None else (2**31 - 1 if self.type is int else 1e12)
-            if self.type is float:
-                opts["step"] = _float_step(value, lo, hi)
-            if value is None:
-                value = opts["min"]
-        elif self.type is Path:
-            opts["widget_type"] = "FileEdit"
-        else:
-            opts["widget_type"] = "LineEdit"
-            value = "" if value is None else value
-        opts["value"] = value
-        return opts
-
-
-def _float_step(value, lo, hi) -> float:
-    ref = value if isinstance(value, (int, float)) and value else (hi if hi not in (None, 0) else 1.0)
-    mag = abs(float(ref))
-    return 10 ** (int(f"{mag:e}".split("e")[1]) - 1) if mag else 0.1
 
 
 def _show(v: Any) -> str:
