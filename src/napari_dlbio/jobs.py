@@ -73,6 +73,12 @@ class JobContext:
         if self._on_progress is not None:
             self._on_progress(self.last)
 
+    def budget(self, minutes: float | None) -> Deadline:
+        """The job's deadline: the one given to the context, else ``minutes`` from now (kept)."""
+        if self.deadline.seconds is None and minutes is not None:
+            self.deadline = Deadline(minutes)
+        return self.deadline
+
     def cancel(self) -> None:
         self._cancel.set()
 

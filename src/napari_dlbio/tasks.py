@@ -189,32 +189,49 @@ def train(
 ) -> TrainOutcome:
     """Train a new model (or fine-tune ``start_from``), evaluate it, save it.
 
-    A cancel before any epoch finished raises :class:`Cancelled` and saves nothing;
-    a later cancel keeps and saves the best weights so far (marked in model.json).
+    The time budget (``settings.minutes``, or the deadline the context carries)
+    covers the whole job: preparation, training, tuning, evaluation and saving. A
+    cancel before any epoch finished raises :class:`Cancelled` and saves nothing; a
+    later cancel keeps and saves the best weights so far (marked in model.json).
     """
     ctx = ctx or JobContext()
-    be = get_backend(backend)
+    ctx.budget(settings.minutes)
+    model = _start_model(backend, data, settings, start_from)
+    train_s, val_s = data.split(settings.val_fraction, settings.seed)
+    parent = model.info
+    try:
+        fit = model.train(train_s, val_s, settings, ctx)
+        if fit.best_epoch < 1:
+            raise Cancelled("training was cancelled before the first epoch ended; no model was saved")
+        ctx.report(1, 1, "evaluating on validation data", kind="info")
+        # Not cancellable: a cancelled training still saves its best epoch with its metrics.
+        metrics = evaluate(model, val_s, JobContext(), fit.raw_val) if val_s else {}
+    finally:
+        model.release()
+    metrics.update(fit.metrics)
+    metrics["training"] = fit.summary()
+    prov = _provenance(data, train_s, val_s, parent, start_from)
+    path = _save(model, backend, prov, metrics, fit, save_to) if save_to is not None else None
+    return TrainOutcome(model, path, metrics, fit)
+
+
+def _start_model(backend: str, data: TrainingData, settings: TrainSettings, start_from):
+    """The model to train: loaded (fine-tuning), given, or new; checked against the data."""
     if isinstance(start_from, (str, Path)):
         model = load_model(start_from, backend)
     elif start_from is not None:
         model = start_from
     else:
-        model = be.new(settings, data.n_channels, data.ndim)
+        model = get_backend(backend).new(settings, data.n_channels, data.ndim)
     if not model.accepts_channels(data.n_channels):
         raise ValueError(
-            f"the model takes {model.n_channels} channel(s), the training images have {data.n_channels}"
-        )
+            f"the model takes {model.n_channels} channel(s), the training images have {data.n_channels}")
     if data.ndim != model.ndim:
         raise ValueError(f"the model is {model.ndim}D, the training data is {data.ndim}D")
-    train_s, val_s = data.split(settings.val_fraction, settings.seed)
-    parent = model.info
-    fit = model.train(train_s, val_s, settings, ctx)
-    if fit.best_epoch < 1:
-        raise Cancelled("training was cancelled before the first epoch ended; no model was saved")
-    ctx.report(1, 1, "evaluating on validation data")
-    metrics = evaluate(model, val_s) if val_s else {}
-    metrics.update(fit.metrics)
-    metrics["training"] = fit.summary()
+    return model
+
+
+def _provenance(data: TrainingData, train_s, val_s, parent, start_from) -> dict[str, Any]:
     prov = dict(data.provenance)
     prov["n_train"], prov["n_val"] = len(train_s), len(val_s)
     prov["val_items"] = [s.source for s in val_s]
@@ -222,24 +239,26 @@ def train(
         prov["fine_tuned_from"] = {"name": parent.name, "path": str(parent.path), "created": parent.created}
     elif isinstance(start_from, str):
         prov["fine_tuned_from"] = {"name": start_from}
-    path = None
-    if save_to is not None:
-        info = store.ModelInfo(
-            path=Path("."),
-            name=str(save_to),
-            backend=backend,
-            settings=model.settings.model_dump(mode="json"),
-            ndim=model.ndim,
-            n_channels=model.n_channels,
-            normalization=model.normalization(),
-            provenance=prov,
-            metrics=metrics,
-            history=fit.history,
-            versions=store.package_versions(tuple(be.requires)),
-        )
-        path = store.save(info, model.save_weights, save_to)
-        model.info = store.read_info(path)
-    return TrainOutcome(model, path, metrics, fit)
+    return prov
+
+
+def _save(model, backend: str, prov: dict, metrics: dict, fit, save_to) -> Path:
+    info = store.ModelInfo(
+        path=Path("."),
+        name=str(save_to),
+        backend=backend,
+        settings=model.settings.model_dump(mode="json"),
+        ndim=model.ndim,
+        n_channels=model.n_channels,
+        normalization=model.normalization(),
+        provenance=prov,
+        metrics=metrics,
+        history=fit.history,
+        versions=store.package_versions(tuple(model.spec.requires)),
+    )
+    path = store.save(info, model.save_weights, save_to)
+    model.info = store.read_info(path)
+    return path
 
 
 def evaluate(model, samples: list[Sample], ctx: JobContext | None = None, raw=None) -> dict[str, Any]:

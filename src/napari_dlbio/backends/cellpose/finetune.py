@@ -1,9 +1,9 @@
-"""Fine-tuning Cellpose-SAM inside the shared training loop.
+"""Fine-tuning Cellpose-SAM inside the shared training recipe.
 
 Cellpose's ``train.train_seg`` runs its own epochs without a callback: it cannot
 report progress per epoch, be cancelled, or keep the best model on validation
-data, and it writes files of its own choosing. So the *loop* is the one every
-backend uses (:func:`napari_dlbio.training.fit`), while *what is learnt* is
+data, and it writes files of its own choosing. So the *recipe* is the one every
+backend uses (:func:`napari_dlbio.recipe.run`), while *what is learnt* is
 Cellpose's, taken from its own building blocks rather than copied:
 
 - targets: ``cellpose.dynamics.labels_to_flows`` (cell probability, Y and X flows);
@@ -28,8 +28,7 @@ import numpy as np
 
 from ... import device as devices
 from ...data import Sample
-from ...jobs import JobContext
-from ...training import FitResult, fit
+from ...recipe import TorchModel
 
 BSIZE = 256  # Cellpose-SAM's tile: its position embedding is fixed to 32x32 tokens of 8 px
 
@@ -106,65 +105,72 @@ def prepare(samples: list[Sample], norm, device, min_masks: int) -> Prepared:
     return out
 
 
-def _crops(data: Prepared, idx, rs: np.random.RandomState, scale_range: float, device):
+def _crops(items: list[tuple[np.ndarray, np.ndarray]], rs: np.random.RandomState, scale_range: float, device):
+    """Cellpose's own augmentation of ``(image, flows)`` items: rotated, zoomed, flipped 256-px crops."""
     from cellpose.transforms import random_rotate_and_resize
 
     with numpy_rng(rs):
-        x, lbl = random_rotate_and_resize(
-            [data.images[i] for i in idx], lbls=[data.flows[i] for i in idx],
-            scale_range=scale_range, bsize=BSIZE, device=device)[:2]
+        x, lbl = random_rotate_and_resize([im for im, _ in items], lbls=[fl for _, fl in items],
+                                          scale_range=scale_range, bsize=BSIZE, device=device)[:2]
     return x, lbl
 
 
-def fine_tune(model, train: list[Sample], val: list[Sample], s, ctx: JobContext) -> FitResult:
-    """Train ``model.net`` in place; it holds the best weights (on validation loss) after."""
-    import torch
-    from cellpose.train import _loss_fn_seg
+class CellposeTraining(TorchModel):
+    """The shared recipe's hooks for fine-tuning Cellpose-SAM (mixed into the Cellpose model).
 
-    dev = devices.select_device(s.device)
-    ctx.report(0, 1, "computing Cellpose flows of the training labels")
-    tr = prepare(train, s.normalization, dev, s.min_train_masks)
-    if not tr.images:
-        raise ValueError(
-            f"no training image has at least {s.min_train_masks} objects (min_train_masks): "
-            "annotate more objects or lower min_train_masks")
-    va = prepare(val, s.normalization, dev, 0)
-    model.to(dev)
-    net = model.net
-    net.diam_labels.data = torch.tensor([float(np.mean(tr.diameters))], device=dev)
-    torch.manual_seed(s.seed)  # Cellpose-SAM drops random transformer blocks while training
-    rs = np.random.RandomState(s.seed)
+    A prepared item is ``(image, flows)``: the normalised image and Cellpose's flow
+    targets. Crops come from Cellpose's augmentation (always rotated and flipped;
+    ``augment`` off only turns the random zoom off).
+    """
 
-    def next_batch():
-        return _crops(tr, rs.randint(len(tr.images), size=s.batch_size), rs, s.scale_range, dev)
+    def prepare_all(self, samples: list[Sample], training: bool) -> list:
+        s = self.settings
+        data = prepare(samples, s.normalization, devices.select_device(s.device),
+                       s.min_train_masks if training else 0)
+        if training:
+            if not data.images:
+                raise ValueError(
+                    f"no training image has at least {s.min_train_masks} objects (min_train_masks): "
+                    "annotate more objects or lower min_train_masks")
+            self._train_stats = {"train_images": len(data.images), "left_out_few_objects": len(data.left_out),
+                                 "mean_diameter": float(np.mean(data.diameters))}
+        return list(zip(data.images, data.flows))
 
-    def loss_fn(batch):
+    def fit_settings(self, settings, prepared: list):
+        steps = settings.steps_per_epoch or max(1, math.ceil(len(prepared) / settings.batch_size))
+        self._train_stats["steps_per_epoch"] = steps
+        return settings.model_copy(update={"steps_per_epoch": steps})
+
+    def before_fit(self, prepared: list, rng) -> None:
+        import torch
+
+        self._weights_changed()
+        # Cellpose-SAM scales objects to the diameter it learnt: the mean of these labels.
+        self.net.diam_labels.data = torch.tensor([self._train_stats["mean_diameter"]])
+
+    def draw_batch(self, prepared: list, n: int, rng: np.random.Generator, augment: bool) -> tuple:
+        items = [prepared[int(i)] for i in rng.integers(len(prepared), size=n)]
+        rs = np.random.RandomState(int(rng.integers(2**31)))
+        return _crops(items, rs, self.settings.scale_range if augment else 0.0, self._device())
+
+    def fixed_batch(self, items, rng: np.random.Generator) -> tuple:
+        rs = np.random.RandomState(int(rng.integers(2**31)))
+        return _crops(list(items), rs, self.settings.scale_range, self._device())
+
+    def loss(self, net, batch):
+        from cellpose.train import _loss_fn_seg
+
         x, lbl = batch
-        return _loss_fn_seg(lbl, net(x)[0], dev)
+        return _loss_fn_seg(lbl, net(x)[0], x.device)
 
-    val_set = _validation(va, s, dev)
-    steps = s.steps_per_epoch or max(1, math.ceil(len(tr.images) / s.batch_size))
-    run = s.model_copy(update={"steps_per_epoch": steps})
-    try:
-        result = fit(net, loss_fn, next_batch, (lambda: val_set) if val_set else None, run, ctx)
-    finally:
-        val_set = None
-        model.release()
-    result.metrics["cellpose"] = {
-        "train_images": len(tr.images),
-        "left_out_few_objects": len(tr.left_out),
-        "mean_diameter": float(np.mean(tr.diameters)),
-        "steps_per_epoch": steps,
-    }
-    return result
+    def memory_format(self, device):
+        import torch
 
+        return torch.contiguous_format  # a ViT: channels-last buys nothing
 
-def _validation(va: Prepared, s, dev) -> list:
-    """Fixed augmented crops of the validation images, so every epoch's loss compares alike."""
-    if not va.images:
-        return []
-    rs = np.random.RandomState(s.seed + 1)
-    idx = [i for i, im in enumerate(va.images)
-           for _ in range(min(4, math.ceil(im.shape[-2] * im.shape[-1] / BSIZE**2)))]
-    step = s.batch_size
-    return [_crops(va, idx[k:k + step], rs, s.scale_range, dev) for k in range(0, len(idx), step)]
+    def fit_metrics(self) -> dict:
+        self._weights_changed()
+        return {"cellpose": dict(self._train_stats)}
+
+    def _device(self):
+        return devices.select_device(self.settings.device)

@@ -22,7 +22,7 @@ from ... import store
 from ...config import TrainSettings
 from ...jobs import JobContext
 from ...normalize import check_image
-from ..base import ModelBase
+from .finetune import CellposeTraining
 from .inputs import prepare_input
 from .locate import WEIGHTS, resolve
 from .settings import MAX_CHANNELS, Predict, Settings
@@ -75,7 +75,7 @@ def _same_device(a, b) -> bool:
     return a.type == b.type and (a.index or 0) == (b.index or 0)
 
 
-class CellposeModel(ModelBase):
+class CellposeModel(CellposeTraining):
     """A Cellpose-SAM network (cpsam, a Cellpose model file or one of ours)."""
 
     spec = SPEC
@@ -258,23 +258,25 @@ class CellposeModel(ModelBase):
 
     # -- training and saving ------------------------------------------------------
     def train(self, train, val, settings: TrainSettings, ctx: JobContext):
-        from .finetune import fine_tune
-
-        if not isinstance(settings, Settings):  # generic settings: take the fields they share
-            shared = {k: v for k, v in settings.model_dump().items() if k in Settings.model_fields}
-            settings = Settings.model_validate({**self.settings.model_dump(), **shared})
-        s = settings
         n = {smp.image.shape[0] for smp in train + val}
         if any(c > MAX_CHANNELS for c in n):
             raise ValueError(f"Cellpose-SAM trains on at most three channels, the images have {max(n)}")
-        s = s.model_copy(update={"start_model": self.origin})
-        self._weights_changed()
-        result = fine_tune(self, train, val, s, ctx)
-        self._weights_changed()
-        self.settings = s
+        result = super().train(train, val, settings, ctx)
+        # The next fine-tune starts from what this model was opened from.
+        self.settings = self.settings.model_copy(update={"start_model": self.origin})
         if n:
             self.n_channels = max(n)
         return result
+
+    def check_sample(self, s) -> None:
+        if s.image.ndim != 3:
+            raise ValueError(f"sample {s.source!r}: Cellpose trains on 2D images (C, Y, X), got shape {s.image.shape}")
+        if s.target is None:
+            raise ValueError(f"sample {s.source!r} has no labels; Cellpose needs labels to train")
+        if s.target.shape != s.image.shape[1:]:
+            raise ValueError(f"sample {s.source!r}: labels shape {s.target.shape} differs from the image's "
+                             f"{s.image.shape[1:]}")
+        check_image(s.image, f"image {s.source!r}")
 
     def save_weights(self, folder: Path) -> None:
         """A native Cellpose model file (``CellposeModel(pretrained_model=...)`` reads it)."""
@@ -282,15 +284,6 @@ class CellposeModel(ModelBase):
 
         state = {k: v.detach().to("cpu", torch.float32) for k, v in self.net.state_dict().items()}
         torch.save(state, str(Path(folder) / WEIGHTS))
-
-    def evaluate(self, samples, ctx: JobContext, raw: list | None = None) -> dict:
-        """The runner's AP@0.5/F1, then accelerator memory given back (the end of a training job)."""
-        from ...evaluation import evaluate_predictions
-
-        try:
-            return evaluate_predictions(self, samples, ctx, raw)
-        finally:
-            self.release()
 
     def release(self) -> None:
         """Give the accelerator memory back (the network moves to the CPU)."""

@@ -29,6 +29,9 @@ class Settings(TrainSettings):
     steps_per_epoch: int | None = Field(  # type: ignore[assignment]
         None, ge=1, le=100_000, json_schema_extra=ADV,
         description="Batches per epoch (empty = one pass over the training images)")
+    val_patches: int = Field(8, ge=1, le=1000, json_schema_extra=ADV,
+                             description="Validation crops scored after each epoch (a ViT-L crop is costly)")
+    augment: bool = Field(True, description="Random zoom of the crops (Cellpose always rotates and flips them)")
     min_train_masks: int = Field(
         5, ge=0, description="Leave out training images with fewer objects than this")
     scale_range: float = Field(

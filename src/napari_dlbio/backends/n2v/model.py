@@ -15,9 +15,10 @@ from ...config import PredictSettings, TrainSettings
 from ...jobs import Deadline, JobContext
 from ...normalize import check_image, percentile_bounds
 from ...store import ModelError, ModelInfo
+from ...training import FitResult
 from ...tta import averaged
-from .callback import _make_callback
 from ..base import ModelBase
+from .callback import Progress
 from .config import _fit_patch, _make_config, _settings_from_config, _to_careamics
 from .settings import Predict, Settings
 from .spec import SPEC
@@ -105,7 +106,7 @@ class N2VModel(ModelBase):
         from careamics.dataset.normalization.normalization_factory import create_normalization
 
         norm = self.config.data_config.normalization
-        if getattr(norm, "needs_computation", lambda: False)():
+        if norm.needs_computation():
             raise ModelError("this Noise2Void model has not been trained yet (no intensity statistics)")
         return create_normalization(norm)
 
@@ -130,12 +131,12 @@ class N2VModel(ModelBase):
                 ) -> dict[str, np.ndarray]:
         import torch
 
-        from ...device import release, select_device
+        from ...device import auto_tile, release, select_device
         from ...tiling import predict_tiled, with_oom_retry
 
         ctx = ctx or JobContext()
-        settings = settings or Predict()
-        tta = bool(getattr(settings, "tta", True))
+        settings = self.coerce_predict(settings)
+        tta = settings.tta
         item = self._check_item(item)
         norm = self._normalization()
         pre, lo, scale = self._pre(item)  # a new array: the caller's item is never changed
@@ -143,9 +144,9 @@ class N2VModel(ModelBase):
         device = select_device(settings.device)
         net = self.module.model.to(device).eval()
         multiple = 2 ** self.config.algorithm_config.model.depth
-        tile = settings.tile_size
-        if tile is None and np.prod(item.shape[1:]) > (1024**2 if self.ndim == 2 else 128**3):
-            tile = 512 if self.ndim == 2 else 128  # large items: tiles keep memory bounded
+        # Test-time averaging keeps more full-resolution maps per filter than the other networks.
+        filters = self.config.algorithm_config.model.num_channels_init
+        tile = settings.tile_size or auto_tile(item.shape[1:], multiple, 768 * filters, device)
 
         def fn(batch: np.ndarray) -> np.ndarray:
             with torch.no_grad():
@@ -168,24 +169,31 @@ class N2VModel(ModelBase):
 
     # -- training -----------------------------------------------------------------------
     def train(self, train: list, val: list, settings: TrainSettings, ctx: JobContext):
-        from careamics import CAREamist
-
-        from ...training import FitResult
+        """Train with CAREamics (Lightning); the last weights are kept, averaged (see :mod:`.callback`)."""
+        from ...recipe import FIT_RESERVE_S, FIT_SHARE
 
         if not train:
             raise ValueError("no training images")
-        # Fine-tuning: the loaded network's architecture wins, the new training fields apply.
-        settings = self.merge_settings(settings)
+        settings = self.merge_settings(settings)  # fine-tuning keeps the architecture
         for s in train + val:
             self._check_item(s.image)
-        shapes = [s.image.shape[1:] for s in train + val]
-        patch = _fit_patch(settings, shapes, self.ndim)
+        patch = _fit_patch(settings, [s.image.shape[1:] for s in train + val], self.ndim)
+        cfg = self._config(settings, patch)
+        deadline = ctx.budget(settings.minutes).before(FIT_SHARE, FIT_RESERVE_S)
+        callback = Progress(ctx, settings, deadline, settings.epochs * settings.steps_per_epoch)
+        ctx.check()
+        self._fit(cfg, callback, *self._arrays(settings, train, val, patch))
+        self.settings = settings
+        return _result(callback, settings, deadline)
+
+    def _arrays(self, settings: Settings, train: list, val: list, patch) -> tuple[list, list]:
         train_arrays = [_to_careamics(self._pre(s.image)[0]) for s in train]
         # Without held-out images, follow the masked loss on (other random masks of) the
         # training images: CAREamics' own split would take patches out of a small image.
         val_arrays = [_to_careamics(self._pre(s.image)[0]) for s in val] or train_arrays[:8]
-        train_arrays = train_arrays * self._repeats(settings, train, patch)
+        return train_arrays * self._repeats(settings, train, patch), val_arrays
 
+    def _config(self, settings: Settings, patch):
         accel = {"auto": "auto", "cpu": "cpu", "cuda": "gpu", "mps": "mps"}[settings.device]
         if accel != "auto":
             from ...device import select_device
@@ -193,15 +201,15 @@ class N2VModel(ModelBase):
             select_device(settings.device)  # a clear error if that device is missing
         cfg = _make_config(settings, self.n_channels, self.ndim, patch, {"accelerator": accel})
         old_norm = self.config.data_config.normalization
-        if not getattr(old_norm, "needs_computation", lambda: True)():
+        if not old_norm.needs_computation():
             # Keep the statistics the network was trained with when fine-tuning.
             cfg.data_config.normalization = old_norm.model_copy()
-        deadline = Deadline(settings.minutes)
-        total = settings.epochs * settings.steps_per_epoch
-        callback = _make_callback(ctx, settings, deadline, total)
-        ctx.check()
+        return cfg
+
+    def _fit(self, cfg, callback: Progress, train_arrays: list, val_arrays: list) -> None:
+        from careamics import CAREamist
+
         workdir = Path(tempfile.mkdtemp(prefix="napari-dlbio-n2v-"))
-        start = time.monotonic()
         try:
             cam = CAREamist(cfg, work_dir=workdir, callbacks=[callback], enable_progress_bar=False)
             cam.model.model.load_state_dict(self.module.model.state_dict())
@@ -211,17 +219,6 @@ class N2VModel(ModelBase):
             self.module, self.config = cam.model, cam.config
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-        self.settings = settings
-        hist = callback.history
-        result = FitResult(history=hist, stopped=callback.stopped, seconds=time.monotonic() - start)
-        if hist:
-            # N2V's validation loss compares with noisy pixels, so there is no meaningful
-            # "best" epoch: the last weights are kept (as CAREamics does).
-            result.best_epoch = len(hist)
-            result.best_loss = hist[-1].get("val_loss", hist[-1]["train_loss"])
-        if callback.stopped == "completed" and hist and len(hist) < settings.epochs:
-            result.stopped = "time budget" if deadline.passed() else "completed"
-        return result
 
     def _repeats(self, settings: Settings, train: list, patch: tuple[int, ...]) -> int:
         # CAREamics' epoch is one pass over stratified patches; a single small image gives
@@ -278,10 +275,22 @@ class N2VModel(ModelBase):
         _write_checkpoint(self.module, self.config, folder / CHECKPOINT_FILE)
 
 
+def _result(callback: Progress, settings: Settings, deadline: Deadline) -> FitResult:
+    hist = callback.history
+    result = FitResult(history=hist, stopped=callback.stopped, seconds=time.monotonic() - callback.start)
+    if hist:
+        # N2V's validation loss compares with noisy pixels, so there is no meaningful
+        # "best" epoch: the last weights are kept (as CAREamics does).
+        result.best_epoch = len(hist)
+        result.best_loss = hist[-1].get("val_loss", hist[-1]["train_loss"])
+    if callback.stopped == "completed" and hist and len(hist) < settings.epochs:
+        result.stopped = "time budget" if deadline.passed() else "completed"
+    return result
+
+
 def _write_checkpoint(module, cfg, path: Path) -> None:
     # The keys CAREamics' own checkpoints carry (Lightning's plus CAREamics' config), so
     # ``CAREamist(checkpoint_path=...)`` and ``N2VModule.load_from_checkpoint`` read it.
-    import careamics
     import lightning
     import torch
 
@@ -290,7 +299,7 @@ def _write_checkpoint(module, cfg, path: Path) -> None:
         "hyper_parameters": {"algorithm_config": cfg.algorithm_config.model_dump(mode="json")},
         "pytorch-lightning_version": lightning.__version__,
         "careamics_info": {
-            "version": getattr(cfg, "version", careamics.__version__),
+            "version": cfg.version,
             "experiment_name": cfg.experiment_name,
             "training_config": cfg.training_config.model_dump(mode="json"),
         },

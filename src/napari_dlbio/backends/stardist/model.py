@@ -1,4 +1,4 @@
-"""The StarDist backend: settings, model (train, predict, save) and the BACKEND object.
+"""The StarDist model: network, targets and loss for the shared recipe; NMS post-processing.
 
 TensorFlow is never imported: the network is ours (torch), the ``stardist`` package
 provides only its framework-free parts (targets, NMS, label rendering, matching).
@@ -12,10 +12,13 @@ from typing import Any
 
 import numpy as np
 
-from ...jobs import Cancelled, JobContext
-from ...normalize import check_image, percentile_normalize
+from ... import device as devices
+from ...data import Sample
+from ...jobs import JobContext
+from ...normalize import percentile_normalize
+from ...recipe import TorchModel
 from ...store import ModelError, ModelInfo
-from ..base import ModelBase
+from ...tiling import predict_tiled, with_oom_retry
 from .net import Arch, check_grid
 from .settings import Predict, Settings
 from .spec import SPEC
@@ -51,7 +54,7 @@ def settings_for(arch: Arch) -> Settings:
     )
 
 
-class StarDistModel(ModelBase):
+class StarDistModel(TorchModel):
     spec = SPEC
 
     def __init__(self, settings: Settings, arch: Arch, thresholds: dict | None = None,
@@ -77,6 +80,8 @@ class StarDistModel(ModelBase):
         self._rays_json = rays
         self._rays = None
         self._trained = state is not None  # loaded or converted weights are never re-initialised
+        self._patch: tuple[int, ...] = ()
+        self._tune_from = "validation"
 
     @classmethod
     def new(cls, settings: Settings, n_channels: int, ndim: int) -> StarDistModel:
@@ -141,22 +146,17 @@ class StarDistModel(ModelBase):
         """``(prob (*sub), dist (*sub, R))`` of a normalised item ``x`` (C, *spatial)."""
         import torch
 
-        from ...device import select_device
-        from ...tiling import predict_tiled, with_oom_retry
-
-        device = select_device(settings.device)
-        net = self.net.to(device).eval()
-        fmt = _memory_format(self.ndim, device)
-        net.to(memory_format=fmt)
+        device = devices.select_device(settings.device)
+        net = devices.to_device(self.net, device, self.ndim).eval()
+        fmt = devices.memory_format(self.ndim, device)
 
         def fn(batch: np.ndarray) -> np.ndarray:
             with torch.inference_mode():
                 x = torch.from_numpy(np.ascontiguousarray(batch)).to(device).contiguous(memory_format=fmt)
                 return net(x).float().cpu().numpy()
 
-        tile = settings.tile_size
-        if tile is None and np.prod(x.shape[1:]) > (2048**2 if self.ndim == 2 else 256**3):
-            tile = 1024 if self.ndim == 2 else 128  # keep memory bounded on very large inputs
+        tile = settings.tile_size or devices.auto_tile(x.shape[1:], max(self.arch.multiple), 48 * self.arch.width,
+                                                       device)
 
         def run(tile_size, batch_size):
             return predict_tiled(fn, x, 1 + self.arch.n_rays, tile=tile_size, overlap=settings.tile_overlap,
@@ -166,129 +166,75 @@ class StarDistModel(ModelBase):
         out = with_oom_retry(run, tile, settings.batch_size)
         return out[0], np.moveaxis(out[1:], 0, -1)
 
-    # -- protocol -------------------------------------------------------------
-    def predict(self, item: np.ndarray, settings: Predict, ctx: JobContext) -> dict[str, Any]:
+    # -- prediction -------------------------------------------------------------
+    def forward(self, item: np.ndarray, settings: Predict, ctx: JobContext) -> tuple:
+        """``(prob, dist, spatial shape)``: the network's output and the shape labels are drawn in."""
+        return (*self.network_output(self._normalize(item), settings, ctx), item.shape[1:])
+
+    def postprocess(self, raw, settings: Predict, ctx: JobContext) -> dict[str, Any]:
         from .postprocess import candidates, polygons, render
 
-        item = np.asarray(item, dtype=np.float32)
-        if item.ndim != self.ndim + 1 or item.shape[0] != self.n_channels:
-            raise ValueError(
-                f"expected an item of shape (C={self.n_channels}, {self.ndim} spatial axes), "
-                f"got {item.shape}")
-        check_image(item)
-        prob, dist = self.network_output(self._normalize(item), settings, ctx)
-        ctx.check()
+        prob, dist, shape = raw
         pt = settings.prob_thresh if settings.prob_thresh is not None else self.thresholds["prob"]
         nt = settings.nms_thresh if settings.nms_thresh is not None else self.thresholds["nms"]
         ctx.report(0.95, 1.0, "non-maximum suppression")
         points, probi, disti = candidates(prob, dist, self.arch.grid, pt, nt, self.rays)
-        labels = render(points, probi, disti, item.shape[1:], self.rays)
+        labels = render(points, probi, disti, shape, self.rays)
         out: dict[str, Any] = {"labels": labels}
         if settings.polygons and self.ndim == 2:
             # Order matches label ids rendered by probability, most probable first.
             out["shapes"] = polygons(points, disti)
         return out
 
-    def train(self, train, val, settings: Settings, ctx: JobContext):
-        import torch
+    # -- training: what differs from the shared recipe ------------------------------
+    def prepare(self, s: Sample) -> Sample:
+        return Sample(self._normalize(s.image), s.target, s.mask, s.source)
 
-        from ...device import select_device
-        from ...patches import augment, random_patch
-        from ...training import fit
-        from .loss import stardist_loss
-        from .targets import star_targets
-
-        if not train:
-            raise ValueError("no training samples")
-        for s in list(train) + list(val):
-            if s.target is None:
-                raise ValueError(f"StarDist needs instance labels; sample {s.source!r} has none")
-        # Fine-tuning keeps the network; only the training fields change.
-        settings = self.merge_settings(settings)
-        self.settings = settings
-        rng = np.random.default_rng(settings.seed)
-        torch.manual_seed(settings.seed)
-        device = select_device(settings.device)
-        fmt = _memory_format(self.ndim, device)
-        self.net.to(device).to(memory_format=fmt)
-        grid, n_rays, rays = self.arch.grid, self.arch.n_rays, self.rays
-        norm = [self._normalized_sample(s) for s in train]
-        norm_val = [self._normalized_sample(s) for s in val]
-        patch = self._patch_shape(settings, [s.image.shape[1:] for s in norm])
-
-        def make(samples, n, gen, aug):
-            xs, ps, ds, vs = [], [], [], []
-            for _ in range(n):
-                s = samples[int(gen.integers(len(samples)))]
-                x, y, m = random_patch(s, patch, gen, foreground=settings.foreground)
-                if aug:
-                    x, y, m = augment(x, y, m, gen)
-                p, d = star_targets(y, n_rays, grid, rays)
-                v = np.ones(p.shape, np.float32) if m is None else m[tuple(slice(0, None, g) for g in grid)]
-                xs.append(x), ps.append(p), ds.append(d), vs.append(v.astype(np.float32))
-            return tuple(torch.from_numpy(np.stack(a)) for a in (xs, ps, ds, vs))
-
-        def next_batch():
-            return make(norm, settings.batch_size, rng, settings.augment)
-
-        if self.info is None and not self._trained:
+    def before_fit(self, prepared: list[Sample], rng) -> None:
+        self._patch = self._patch_shape(self.settings, [s.image.shape[1:] for s in prepared])
+        if not self._trained:
             # A new network starts from the data's mean probability and ray length.
-            _, p, d, v = make(norm, 8, np.random.default_rng(settings.seed + 2), False)
+            _, p, d, v = (torch_tensor(a) for a in self.draw_batch(prepared, 8, rng, False))
             w = p * v
             self.net.init_heads(float(w.sum() / v.sum().clamp_min(1)),
                                 float((d * w[:, None]).sum() / (w.sum() * d.shape[1]).clamp_min(1e-6)))
+            self._trained = True
 
-        val_batches = None
-        if norm_val:
-            # Fixed validation patches, so validation losses of epochs compare.
-            vgen = np.random.default_rng(settings.seed + 1)
-            n_val = max(settings.batch_size, min(32, 4 * len(norm_val)))
-            fixed = [make(norm_val, min(settings.batch_size, n_val - i), vgen, False)
-                     for i in range(0, n_val, settings.batch_size)]
+    def example(self, s: Sample, rng, augment_: bool) -> tuple:
+        from ...patches import augment, random_patch
+        from .targets import star_targets
 
-            def val_batches():
-                return fixed
+        x, y, m = random_patch(s, self._patch, rng, foreground=self.settings.foreground)
+        if augment_:
+            x, y, m = augment(x, y, m, rng)
+        p, d = star_targets(y, self.arch.n_rays, self.arch.grid, self.rays)
+        v = np.ones(p.shape, np.float32) if m is None else m[tuple(slice(0, None, g) for g in self.arch.grid)]
+        return x, p, d, v.astype(np.float32)
 
-        def loss_fn(batch):
-            x, p, d, v = (t.to(device) for t in batch)
-            x = x.contiguous(memory_format=fmt)
-            out = self.net(x, logits=True)
-            return stardist_loss(out, p, d, v, settings.prob_weight, settings.dist_weight,
-                                 settings.background_reg)
+    def loss(self, net, batch):
+        from .loss import stardist_loss
 
-        result = fit(self.net, loss_fn, next_batch, val_batches, settings, ctx)
-        self._trained = self._trained or result.best_epoch >= 1
-        self.net.eval()
-        if result.best_epoch >= 1 and settings.optimize_thresholds and result.stopped != "cancelled":
-            # Without validation data the training images are better than fixed defaults.
-            tune = norm_val or norm[:8]
-            try:
-                t = self.optimize_thresholds(tune, ctx, normalized=True)
-                result.metrics.update({"prob_thresh": t["prob"], "nms_thresh": t["nms"],
-                                       "threshold_score": t["score"],
-                                       "thresholds_from": "validation" if norm_val else "training"})
-            except Cancelled:
-                result.metrics["thresholds_from"] = "defaults (cancelled)"
-        result.metrics.setdefault("prob_thresh", self.thresholds["prob"])
-        result.metrics.setdefault("nms_thresh", self.thresholds["nms"])
-        return result
+        x, p, d, v = batch
+        s = self.settings
+        return stardist_loss(net(x, logits=True), p, d, v, s.prob_weight, s.dist_weight, s.background_reg)
 
-    def optimize_thresholds(self, samples, ctx: JobContext | None = None, normalized: bool = False) -> dict:
-        """Tune and keep ``self.thresholds`` on labelled samples; returns them with their score."""
+    def tuning_samples(self, train, val):
+        # Without validation data the training images are better than fixed defaults.
+        self._tune_from = "validation" if val else "training"
+        return (val or train[:8]) if self.settings.optimize_thresholds else []
+
+    def tune(self, raw: list, samples: list[Sample], ctx: JobContext, deadline) -> dict:
+        """The probability and NMS thresholds that segment the tuning images best (kept)."""
         from .thresholds import optimize
 
-        ctx = ctx or JobContext()
-        ctx.report(0, 1, "optimising thresholds on the validation data")
-        pred = Predict(device=self.settings.device)
-        outputs, trues = [], []
-        for s in samples:
-            x = s.image if normalized else self._normalize(s.image)
-            outputs.append(self.network_output(x, pred, JobContext(None, lambda: ctx.cancelled)))
-            true = s.target if s.mask is None else np.where(s.mask, s.target, 0)
-            trues.append(true)
-        best = optimize(outputs, trues, self.arch.grid, self.rays, ctx)
+        trues = [s.target if s.mask is None else np.where(s.mask, s.target, 0) for s in samples]
+        best = optimize([(p, d) for p, d, _ in raw], trues, self.arch.grid, self.rays, ctx, deadline=deadline)
         self.thresholds = {"prob": best["prob"], "nms": best["nms"]}
-        return best
+        return {"prob_thresh": best["prob"], "nms_thresh": best["nms"], "threshold_score": best["score"],
+                "thresholds_from": self._tune_from}
+
+    def fit_metrics(self) -> dict:
+        return {"prob_thresh": self.thresholds["prob"], "nms_thresh": self.thresholds["nms"]}
 
     def save_weights(self, folder: Path) -> None:
         import torch
@@ -302,11 +248,6 @@ class StarDistModel(ModelBase):
         (folder / "thresholds.json").write_text(json.dumps(self.thresholds))
 
     # -- internals ------------------------------------------------------------
-    def _normalized_sample(self, s):
-        from ...data import Sample
-
-        return Sample(self._normalize(s.image), s.target, s.mask, s.source)
-
     def _patch_shape(self, settings: Settings, shapes) -> tuple[int, ...]:
         yx = settings.patch_size or (128 if self.ndim == 2 else 64)
         want = (yx, yx) if self.ndim == 2 else (settings.patch_size_z or 32, yx, yx)
@@ -319,8 +260,7 @@ class StarDistModel(ModelBase):
         return tuple(out)
 
 
-def _memory_format(ndim: int, device):
+def torch_tensor(a):
     import torch
 
-    # Channels-last convolutions run 10-40% faster on CPUs (oneDNN) and on recent GPUs.
-    return torch.channels_last if ndim == 2 else torch.channels_last_3d
+    return torch.from_numpy(np.ascontiguousarray(a))

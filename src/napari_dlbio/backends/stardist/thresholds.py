@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...jobs import JobContext
+from ...jobs import Deadline, JobContext
 from .postprocess import candidates, render
 
 NMS_THRESHS = (0.3, 0.4, 0.5)
@@ -45,13 +45,19 @@ def optimize(
     ctx: JobContext | None = None,
     nms_threshs=NMS_THRESHS,
     iou_threshs=IOU_THRESHS,
+    deadline: Deadline | None = None,
 ) -> dict[str, float]:
-    """``{"prob", "nms", "score"}`` from network outputs ``(prob, dist)`` and true labels."""
+    """``{"prob", "nms", "score"}`` from network outputs ``(prob, dist)`` and true labels.
+
+    NMS thresholds are tried in order until ``deadline`` passes (the first always is).
+    """
     ctx = ctx or JobContext()
     best = {"prob": 0.5, "nms": 0.4, "score": -1.0}
     total = len(nms_threshs)
     low = round(max(floor(p) for p, _ in outputs), 3)
     for k, nms in enumerate(nms_threshs):
+        if k and deadline is not None and deadline.passed():
+            break
         cands = []
         for prob, dist in outputs:
             ctx.check()

@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
 from ...config import Normalization, PredictSettings, TrainSettings
 
 ADV = {"advanced": True}
-
-# Fields that define the network or the meaning of its outputs: when fine-tuning,
-# the loaded model's values win over the new training settings.
-ARCHITECTURE = (
-    "mode", "labels_zero", "depth", "base_width", "batch_norm", "dropout",
-    "normalization", "boundary_width", "n_classes",
-    # tuned on validation data after training: kept unless tuned again
-    "foreground_threshold", "seed_threshold",
-)
 
 
 class Settings(TrainSettings):
@@ -26,6 +17,13 @@ class Settings(TrainSettings):
     The defaults are chosen for a 5-minute CPU budget on nuclei (DSB2018): a narrow
     net trains many more steps in the time, which matters more than width there.
     """
+
+    # What defines the network or the meaning of its outputs (the thresholds are tuned
+    # on validation data after training, and kept unless tuned again).
+    architecture: ClassVar[tuple[str, ...]] = (
+        "mode", "labels_zero", "depth", "base_width", "batch_norm", "dropout",
+        "normalization", "boundary_width", "n_classes", "foreground_threshold", "seed_threshold",
+    )
 
     mode: Literal["instance", "semantic"] = Field(
         "instance",
@@ -83,7 +81,7 @@ class Settings(TrainSettings):
 
     @property
     def scribbles(self) -> bool:
-        """True when label 0 means 'not annotated' (read by tasks.evaluate_predictions)."""
+        """True when label 0 means 'not annotated' (semantic mode with scribbles)."""
         return self.mode == "semantic" and self.labels_zero == "unannotated"
 
     @model_validator(mode="after")
