@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -322,3 +323,29 @@ def test_stardist_polygons_are_written_as_a_napari_shapes_csv(tmp_path, shared_d
     ids = [r.split(",")[0] for r in rows[1:]]
     assert len(set(ids)) == len(np.unique(labels)) - 1 > 5
     assert all(ids.count(i) == 32 for i in set(ids))
+
+
+def test_missing_cellpose_model_fails_fast_offline(tmp_path):
+    """An official Cellpose name whose file is not here fails within seconds, naming the file.
+
+    A fresh process, so the time includes start-up and imports: Cellpose (and torch) must
+    not be imported just to find out that the file is missing and the server unreachable.
+    """
+    if importlib.util.find_spec("cellpose") is None:
+        pytest.skip("cellpose is not installed")
+    from napari_dlbio.backends.cellpose import locate
+
+    img = tmp_path / "cells.tif"
+    tifffile.imwrite(img, np.zeros((32, 32), np.uint16))
+    folder = tmp_path / "cp-models"
+    env = {**os.environ, "CELLPOSE_LOCAL_MODELS_PATH": str(folder)}
+    if locate.online(timeout=1.0):
+        env["NAPARI_DLBIO_OFFLINE"] = "1"  # never download 1.2 GB in a test: pretend to be offline
+    argv = [sys.executable, "-m", "napari_dlbio", "predict", "--backend", "cellpose", "--model", "cpsam",
+            str(img), "--out", str(tmp_path / "out")]
+    t = time.monotonic()
+    out = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
+    seconds = time.monotonic() - t
+    assert out.returncode == 2, out.stderr
+    assert str(folder / "cpsam") in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert seconds < 5, f"took {seconds:.1f} s"

@@ -62,7 +62,10 @@ def describe_error(exc: BaseException) -> str:
 
     if isinstance(exc, ValidationError):
         return validation_error(exc)
-    text = " ".join((str(exc) or "").split()).strip("'\"")
+    # str() of a KeyError is the key's repr ('name'): unquote that one only, since other
+    # messages may end in a quoted value ("expected int, got 'abc'").
+    raw = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+    text = " ".join(str(raw).split())
     if isinstance(exc, USER_ERRORS):
         return text or type(exc).__name__
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -20,7 +20,9 @@ from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ValidationError
 
-__all__ = ["FieldSpec", "fields", "build", "flat_values", "format_validation_error", "SKIP"]
+from .formatting import validation_error
+
+__all__ = ["FieldSpec", "fields", "build", "flat_values", "SKIP"]
 
 # Fields that are bookkeeping, not user options.
 SKIP = frozenset({"version"})
@@ -294,16 +296,5 @@ def build(
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ValueError(format_validation_error(exc)) from None
+        raise ValueError(validation_error(exc)) from None
 
-
-def format_validation_error(exc: ValidationError) -> str:
-    """pydantic's multi-line error as one line: ``patch_size: Input should be >= 16; ...``."""
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err.get("loc", ()))
-        msg = err.get("msg", "invalid value")
-        if msg.startswith("Value error, "):
-            msg = msg[len("Value error, ") :]
-        parts.append(f"{loc}: {msg}" if loc else msg)
-    return "invalid settings: " + "; ".join(parts)

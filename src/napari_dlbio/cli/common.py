@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import sys
+import time
+
+# The command's time budget (train --minutes) counts from here, so that start-up and reading the
+# data are part of it: napari_dlbio.cli imports this module first.
+STARTED = time.monotonic()
+
+from ..formatting import UserError  # noqa: E402 - after STARTED, which is taken first
 
 PROG = "napari-dlbio"
 EXIT_USAGE = 2
@@ -10,7 +17,7 @@ EXIT_CANCELLED = 130
 OWN_PREFIX = "s__"  # argparse dest prefix of options generated from a settings model
 
 
-class CLIError(Exception):
+class CLIError(UserError):
     """A problem the user can fix; printed as one line, exit status 2."""
 
 
@@ -20,3 +27,13 @@ def _log(args):
             print(msg, file=sys.stderr, flush=True)
 
     return log
+
+
+def channels_option(text: str | None) -> tuple[int, ...] | None:
+    """``--channels 0,1`` as a tuple; None (all channels) when not given."""
+    if not text:
+        return None
+    try:
+        return tuple(int(c) for c in text.replace(" ", "").split(",") if c)
+    except ValueError:
+        raise CLIError(f"--channels takes channel numbers like 0,1 (not {text!r})") from None

@@ -37,15 +37,45 @@ def cmd_demo(args) -> int:
     import numpy as np
     import tifffile
 
-    from .. import data as data_mod
-    from .. import samples, tasks
-    from ..metrics import match
+    from .. import tasks
 
     if args.minutes <= 0:
         raise CLIError("--minutes must be positive")
     out = Path(args.out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     log = _log(args)
+    data, test_img, test_gt = _write_data(out)
+    log(
+        f"synthetic data written to {out}; training a small U-Net for {args.minutes:g} min "
+        "(Ctrl-C stops early and keeps the best model)"
+    )
+    bar = ProgressBar("train", enabled=not args.quiet)
+    steps = [0]
+
+    def on_progress(p: Progress) -> None:
+        steps[0] += "loss" in p.metrics  # one report with a loss per training step
+        bar(p)
+
+    model_dir = out / "model"
+    settings = demo_settings(args.minutes)
+    outcome = train_with_progress(on_progress, bar, log, "unet", data, settings, str(model_dir))
+    if outcome is None:
+        return EXIT_CANCELLED
+    pred = tasks.predict(outcome.model, test_img, "YX").outputs["labels"]
+    tifffile.imwrite(out / "test_prediction.tif", np.asarray(pred, np.int32))
+    _print_results(args, out, outcome, steps[0], test_gt, pred)
+    if args.gui:
+        _demo_gui(test_img, test_gt, pred)
+    return 0
+
+
+def _write_data(out: Path):
+    """Synthetic training pairs and a test pair, written to ``out``: (data, test image, test labels)."""
+    import tifffile
+
+    from .. import data as data_mod
+    from .. import samples
+
     pairs = [samples.nuclei_2d((256, 256), seed=s) for s in DEMO_TRAIN_SEEDS]
     test_img, test_gt = samples.nuclei_2d((384, 384), seed=DEMO_TEST_SEED)
     for k, (img, lab) in enumerate(pairs):
@@ -61,41 +91,27 @@ def cmd_demo(args) -> int:
             for k, (i, lab) in enumerate(pairs)
         ]
     )
-    log(
-        f"synthetic data written to {out}; training a small U-Net for {args.minutes:g} min "
-        "(Ctrl-C stops early and keeps the best model)"
-    )
-    bar = ProgressBar("train", enabled=not args.quiet)
-    steps = [0]
+    return data, test_img, test_gt
 
-    def on_progress(p: Progress) -> None:
-        steps[0] += "loss" in p.metrics  # one report with a loss per training step
-        bar(p)
 
-    model_dir = out / "model"
-    outcome = train_with_progress(on_progress, bar, log, "unet", data, demo_settings(args.minutes), str(model_dir))
-    if outcome is None:
-        return EXIT_CANCELLED
-    pred = tasks.predict(outcome.model, test_img, "YX").outputs["labels"]
-    tifffile.imwrite(out / "test_prediction.tif", np.asarray(pred, np.int32))
+def _print_results(args, out: Path, outcome, steps: int, test_gt, pred) -> None:
+    from ..metrics import match
+
     m = match(test_gt, pred)
     fit = outcome.fit
     print(
-        f"trained {steps[0]} step(s) ({fit.epochs} epoch(s)) in {fit.seconds:.0f} s ({fit.stopped}); "
+        f"trained {steps} step(s) ({fit.epochs} epoch(s)) in {fit.seconds:.0f} s ({fit.stopped}); "
         f"model: {outcome.path}"
     )
     print(f"test image: {m.n_true} true, {m.n_pred} predicted objects; AP@0.5 = {m.ap:.3f}, F1 = {m.f1:.3f}")
-    if steps[0] < DEMO_ENOUGH_STEPS:
+    if steps < DEMO_ENOUGH_STEPS:
         # About 100 steps are needed for AP@0.5 above 0.6 on these images; a busy or slow CPU gets fewer.
         print(
-            f"note: only {steps[0]} training step(s) fit into {args.minutes:g} min on this machine; "
+            f"note: only {steps} training step(s) fit into {args.minutes:g} min on this machine; "
             f"about {DEMO_ENOUGH_STEPS}+ are needed for a good result: try --minutes "
-            f"{max(2, math.ceil(args.minutes * DEMO_ENOUGH_STEPS / max(steps[0], 1)))}"
+            f"{max(2, math.ceil(args.minutes * DEMO_ENOUGH_STEPS / max(steps, 1)))}"
         )
     print(f"files in {out}: test_image.tif, test_labels.tif, test_prediction.tif, train_*.tif, model/")
-    if args.gui:
-        _demo_gui(test_img, test_gt, pred)
-    return 0
 
 
 def _demo_gui(image, gt, pred) -> None:

@@ -6,7 +6,8 @@ import signal
 import sys
 import time
 
-from ..jobs import Cancelled, JobContext, Progress
+from ..formatting import clock
+from ..jobs import Cancelled, Deadline, JobContext, Progress
 
 
 class ProgressBar:
@@ -34,9 +35,10 @@ class ProgressBar:
         if not self.enabled:
             return
         self.metrics.update(p.metrics)
-        # The loop's end-of-epoch report repeats the losses in its message; the
-        # step reports ("epoch 3, step 120") say where training is.
-        self.message = f"epoch {int(p.metrics['epoch'])} done" if "epoch" in p.metrics else p.message
+        # The loop's end-of-epoch report repeats the losses in its message (the line
+        # shows them anyway); the step reports ("epoch 3, step 120") say where training is.
+        epoch = p.metrics.get("epoch") if p.kind == "epoch" else None
+        self.message = f"epoch {int(epoch)} done" if epoch is not None else p.message
         frac = p.fraction
         now = time.monotonic()
         if self.tty:
@@ -61,8 +63,8 @@ class ProgressBar:
             n = int(round(frac * self.width))
             bar = "#" * n + "-" * (self.width - n)
             pct = f"{frac * 100:3.0f}%"
-            eta = f" < {_clock(elapsed / frac - elapsed)}" if 0.01 < frac < 1 else ""
-        parts = [self.title, f"{pct} [{bar}]", _clock(elapsed) + eta, message]
+            eta = f" < {clock(elapsed / frac - elapsed)}" if 0.01 < frac < 1 else ""
+        parts = [self.title, f"{pct} [{bar}]", clock(elapsed) + eta, message]
         m = self.metrics
         if "loss" in m:
             parts.append(f"loss {m['loss']:.4f}")
@@ -75,13 +77,6 @@ class ProgressBar:
             self.stream.write("\n")
             self.stream.flush()
         self._drawn = False
-
-
-def _clock(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    m, s = divmod(seconds, 60)
-    h, m = divmod(m, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
 class _CancelOnInterrupt:
@@ -110,15 +105,17 @@ class _CancelOnInterrupt:
             signal.signal(signal.SIGINT, self._old)
 
 
-def train_with_progress(on_progress, bar: ProgressBar, log, *args, **kwargs):
+def train_with_progress(on_progress, bar: ProgressBar, log, *args, deadline: Deadline | None = None,
+                        **kwargs):
     """``tasks.train(*args, **kwargs)`` with a progress bar and Ctrl-C as cancel.
 
-    Returns the outcome, or ``None`` when training was cancelled before anything
-    was saved (the reason is logged).
+    ``deadline``, the whole job's time budget, reaches ``tasks.train`` in its
+    JobContext. Returns the outcome, or ``None`` when training was cancelled before
+    anything was saved (the reason is logged).
     """
     from .. import tasks
 
-    ctx = JobContext(on_progress)
+    ctx = JobContext(on_progress, deadline=deadline)
     try:
         with _CancelOnInterrupt(ctx):
             return tasks.train(*args, ctx=ctx, **kwargs)
