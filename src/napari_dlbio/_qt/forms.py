@@ -62,9 +62,11 @@ class SettingsForm(QWidget):
     ) -> None:
         super().__init__(parent)
         self.model_cls = model_cls
-        self.hide = set(hide) | _SKIP
+        # Not ``self.hide``: that would shadow QWidget.hide().
+        self.hidden_fields = set(hide) | _SKIP
         self._entries: dict[str, _Entry] = {}
-        specs = [f for f in sf.fields(model_cls) if f.name not in self.hide and f.group not in self.hide]
+        specs = [f for f in sf.fields(model_cls) if f.name not in self.hidden_fields
+                 and f.group not in self.hidden_fields]
 
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
@@ -210,8 +212,8 @@ class SettingsBox(QGroupBox):
             return
         self._layout.removeWidget(self.form)
         # Hidden now: deleteLater waits for the event loop, and the old form must not
-        # paint over the new one meanwhile (setVisible: the form's ``hide`` is its hidden fields).
-        self.form.setVisible(False)
+        # paint over the new one meanwhile.
+        self.form.hide()
         self.form.deleteLater()
         self.form = None
 
