@@ -33,6 +33,14 @@ class LayerSnapshot:
     translate: tuple[float, ...]
     rgb: bool = False
 
+    @classmethod
+    def from_array(cls, name: str, data: Any, axes: str | None = None, rgb: bool = False) -> LayerSnapshot:
+        """An array with unit scale and no offset, as if it were a layer (scripts and tests)."""
+        shape = tuple(data.shape)
+        axes = validate_axes((axes or "").strip().upper() or guess_axes(shape, rgb=rgb), shape)
+        n = len(shape) - (1 if rgb else 0)
+        return cls(name, data, axes, (1.0,) * n, (0.0,) * n, rgb)
+
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(int(s) for s in self.data.shape)

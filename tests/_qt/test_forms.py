@@ -4,7 +4,7 @@ import pytest
 
 from napari_dlbio import backends
 from napari_dlbio._qt.forms import SettingsForm
-from napari_dlbio._qt.predict_widget import usable_backends
+from napari_dlbio.backends import available as usable_backends
 
 
 @pytest.mark.parametrize("name", usable_backends())
@@ -35,7 +35,7 @@ def test_form_values_errors_and_advanced(qtbot):
 
 
 def test_metrics_text():
-    from napari_dlbio._qt.train_widget import format_metrics
+    from napari_dlbio.formatting import metrics_html as format_metrics
 
     text = format_metrics({"iou_per_class": [0.98, None, 0.5], "mean_iou": 0.74,
                            "training": {"epochs": 3, "best_epoch": 2, "best_loss": 0.1, "stopped": "cancelled",

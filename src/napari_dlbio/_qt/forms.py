@@ -19,6 +19,7 @@ from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
     QFormLayout,
+    QGroupBox,
     QLineEdit,
     QSpinBox,
     QVBoxLayout,
@@ -61,9 +62,11 @@ class SettingsForm(QWidget):
     ) -> None:
         super().__init__(parent)
         self.model_cls = model_cls
-        self.hide = set(hide) | _SKIP
+        # Not ``self.hide``: that would shadow QWidget.hide().
+        self.hidden_fields = set(hide) | _SKIP
         self._entries: dict[str, _Entry] = {}
-        specs = [f for f in sf.fields(model_cls) if f.name not in self.hide and f.group not in self.hide]
+        specs = [f for f in sf.fields(model_cls) if f.name not in self.hidden_fields
+                 and f.group not in self.hidden_fields]
 
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
@@ -176,6 +179,43 @@ class SettingsForm(QWidget):
 
     def field_names(self) -> list[str]:
         return list(self._entries)
+
+
+class SettingsBox(QGroupBox):
+    """A dock's "Settings" group: the form of one settings model, rebuilt when the backend changes.
+
+    Widgets added with :meth:`add_below` (a dock's own options) stay under the form.
+    """
+
+    def __init__(self, title: str = "Settings", parent: QWidget | None = None) -> None:
+        super().__init__(title, parent)
+        self.form: SettingsForm | None = None
+        self._shown: tuple | None = None
+        self._layout = QVBoxLayout(self)
+
+    def show_form(self, model_cls, hide: frozenset[str] = frozenset()) -> SettingsForm | None:
+        """The form for ``model_cls`` (None: no form); the current one is kept if it fits."""
+        if (model_cls, hide) == self._shown:
+            return self.form
+        self._drop()
+        self._shown = (model_cls, hide)
+        if model_cls is not None:
+            self.form = SettingsForm(model_cls, hide=hide)
+            self._layout.insertWidget(0, self.form)
+        return self.form
+
+    def add_below(self, widget: QWidget) -> None:
+        self._layout.addWidget(widget)
+
+    def _drop(self) -> None:
+        if self.form is None:
+            return
+        self._layout.removeWidget(self.form)
+        # Hidden now: deleteLater waits for the event loop, and the old form must not
+        # paint over the new one meanwhile.
+        self.form.hide()
+        self.form.deleteLater()
+        self.form = None
 
 
 def _none_text(name: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from qtpy.QtCore import QPointF, QRectF, Qt
 from qtpy.QtGui import QColor, QFont, QPainter, QPainterPath, QPen
@@ -51,41 +52,31 @@ class LossPlot(QWidget):
         p.setRenderHint(QPainter.RenderHint.Antialiasing)
         pal = self.palette()
         fg = pal.color(pal.ColorRole.WindowText)
-        grid = QColor(fg)
-        grid.setAlpha(50)
         font = QFont(self.font())
         font.setPointSizeF(max(7.0, font.pointSizeF() * 0.85))
         p.setFont(font)
         fm = p.fontMetrics()
-        left, right, top, bottom = fm.horizontalAdvance("0.0000") + 8, 10, fm.height() + 6, fm.height() + 8
-        area = QRectF(left, top, max(10, self.width() - left - right), max(10, self.height() - top - bottom))
-
-        pts = self.train + self.val
         p.setPen(QPen(fg))
-        if not pts:
+        if not self.train and not self.val:
             p.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, "loss per epoch appears here during training")
             p.end()
             return
-        ys = [y for _, y in pts]
-        ymin, ymax = min(ys), max(ys)
-        log = ymin > 0 and ymax / ymin > 10
-        f = (lambda v: math.log10(v)) if log else (lambda v: v)
-        lo, hi = f(ymin), f(ymax)
-        if hi - lo < 1e-12:
-            lo, hi = lo - 0.5 * (abs(lo) or 1), hi + 0.5 * (abs(hi) or 1)
-        pad = 0.06 * (hi - lo)
-        lo, hi = lo - pad, hi + pad
-        x_max = max(max(x for x, _ in pts), 2.0)
-        x_min = 1.0
+        left, right, top, bottom = fm.horizontalAdvance("0.0000") + 8, 10, fm.height() + 6, fm.height() + 8
+        area = QRectF(left, top, max(10, self.width() - left - right), max(10, self.height() - top - bottom))
+        scale = _Scale.fit(self.train + self.val, area)
+        self._draw_axes(p, scale, fg, left)
+        for series, color in ((self.train, TRAIN_COLOR), (self.val, VAL_COLOR)):
+            _draw_series(p, scale, series, color)
+        self._draw_legend(p, scale, fg, left)
+        p.end()
 
-        def to_px(x: float, y: float) -> QPointF:
-            px = area.left() + (x - x_min) / (x_max - x_min) * area.width()
-            py = area.bottom() - (f(y) - lo) / (hi - lo) * area.height()
-            return QPointF(px, py)
-
-        # Grid and tick labels: round numbers on a linear axis, 2 digits on a log axis.
-        for v, label in _ticks(lo, hi, log):
-            y = area.bottom() - (v - lo) / (hi - lo) * area.height()
+    def _draw_axes(self, p: QPainter, scale: _Scale, fg: QColor, left: float) -> None:
+        """Grid and tick labels (round numbers on a linear axis, 2 digits on a log axis), frame, epochs."""
+        fm, area = p.fontMetrics(), scale.area
+        grid = QColor(fg)
+        grid.setAlpha(50)
+        for v, label in _ticks(scale.lo, scale.hi, scale.log):
+            y = scale.y_px(v)
             p.setPen(QPen(grid))
             p.drawLine(QPointF(area.left(), y), QPointF(area.right(), y))
             p.setPen(QPen(fg))
@@ -93,31 +84,15 @@ class LossPlot(QWidget):
                        Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter, label)
         p.setPen(QPen(fg))
         p.drawRect(area)
-        p.drawText(QRectF(area.left(), area.bottom() + 2, area.width(), fm.height()),
-                   Qt.AlignmentFlag.AlignLeft, "1")
-        p.drawText(QRectF(area.left(), area.bottom() + 2, area.width(), fm.height()),
-                   Qt.AlignmentFlag.AlignRight, f"epoch {int(x_max)}")
+        below = QRectF(area.left(), area.bottom() + 2, area.width(), fm.height())
+        p.drawText(below, Qt.AlignmentFlag.AlignLeft, "1")
+        p.drawText(below, Qt.AlignmentFlag.AlignRight, f"epoch {int(scale.x_max)}")
 
-        for series, color in ((self.train, TRAIN_COLOR), (self.val, VAL_COLOR)):
-            if not series:
-                continue
-            pen = QPen(color)
-            pen.setWidthF(2.0)
-            p.setPen(pen)
-            path = QPainterPath(to_px(*series[0]))
-            for x, y in series[1:]:
-                path.lineTo(to_px(x, y))
-            p.drawPath(path)
-            p.setBrush(color)
-            if len(series) <= 60:
-                for x, y in series:
-                    p.drawEllipse(to_px(x, y), 2.5, 2.5)
-            p.setBrush(Qt.BrushStyle.NoBrush)
-
-        # Legend with the last values, top right.
-        items = [("train", TRAIN_COLOR, self.train), ("val", VAL_COLOR, self.val)]
-        x = area.right() - 4
-        for name, color, series in reversed(items):
+    def _draw_legend(self, p: QPainter, scale: _Scale, fg: QColor, left: float) -> None:
+        """The last value of each series, top right; the axis name, top left."""
+        fm = p.fontMetrics()
+        x = scale.area.right() - 4
+        for name, color, series in (("val", VAL_COLOR, self.val), ("train", TRAIN_COLOR, self.train)):
             if not series:
                 continue
             text = f"{name} {_fmt(series[-1][1])}"
@@ -125,13 +100,59 @@ class LossPlot(QWidget):
             p.setPen(QPen(color))
             p.drawText(QRectF(x - w, 1, w, fm.height()), Qt.AlignmentFlag.AlignRight, text)
             x -= w + 12
-        if log:
-            p.setPen(QPen(fg))
-            p.drawText(QRectF(2, 1, left + 40, fm.height()), Qt.AlignmentFlag.AlignLeft, "loss (log)")
-        else:
-            p.setPen(QPen(fg))
-            p.drawText(QRectF(2, 1, left + 40, fm.height()), Qt.AlignmentFlag.AlignLeft, "loss")
-        p.end()
+        p.setPen(QPen(fg))
+        p.drawText(QRectF(2, 1, left + 40, fm.height()), Qt.AlignmentFlag.AlignLeft,
+                   "loss (log)" if scale.log else "loss")
+
+
+@dataclass(frozen=True)
+class _Scale:
+    """Epochs 1..x_max and losses lo..hi (log10 units on a log axis) onto the plot area."""
+
+    area: QRectF
+    lo: float
+    hi: float
+    log: bool
+    x_max: float
+    x_min: float = 1.0
+
+    @classmethod
+    def fit(cls, pts: list[tuple[float, float]], area: QRectF) -> _Scale:
+        ys = [y for _, y in pts]
+        ymin, ymax = min(ys), max(ys)
+        log = ymin > 0 and ymax / ymin > 10
+        lo, hi = (math.log10(ymin), math.log10(ymax)) if log else (ymin, ymax)
+        if hi - lo < 1e-12:
+            # One value (or a flat curve): a band around it instead of a zero-height axis.
+            lo, hi = lo - 0.5 * (abs(lo) or 1), hi + 0.5 * (abs(hi) or 1)
+        pad = 0.06 * (hi - lo)
+        return cls(area, lo - pad, hi + pad, log, max(max(x for x, _ in pts), 2.0))
+
+    def y_px(self, v: float) -> float:
+        """Pixel row of ``v`` in axis units (log10 of the loss on a log axis)."""
+        return self.area.bottom() - (v - self.lo) / (self.hi - self.lo) * self.area.height()
+
+    def to_px(self, x: float, y: float) -> QPointF:
+        px = self.area.left() + (x - self.x_min) / (self.x_max - self.x_min) * self.area.width()
+        return QPointF(px, self.y_px(math.log10(y) if self.log else y))
+
+
+def _draw_series(p: QPainter, scale: _Scale, series: list[tuple[float, float]], color: QColor) -> None:
+    """A loss curve; dots on the epochs while they are few enough to tell apart."""
+    if not series:
+        return
+    pen = QPen(color)
+    pen.setWidthF(2.0)
+    p.setPen(pen)
+    path = QPainterPath(scale.to_px(*series[0]))
+    for x, y in series[1:]:
+        path.lineTo(scale.to_px(x, y))
+    p.drawPath(path)
+    p.setBrush(color)
+    if len(series) <= 60:
+        for x, y in series:
+            p.drawEllipse(scale.to_px(x, y), 2.5, 2.5)
+    p.setBrush(Qt.BrushStyle.NoBrush)
 
 
 def _fmt(v: float) -> str:

@@ -6,6 +6,7 @@ import json
 
 from qtpy.QtWidgets import QLabel, QPlainTextEdit, QSizePolicy, QVBoxLayout, QWidget
 
+from ..formatting import metrics_html
 from .widgets import SavedModelPicker, hint
 
 
@@ -32,7 +33,6 @@ class ModelsWidget(QWidget):
 
     def _show(self, info) -> None:
         from .. import store
-        from .train_widget import format_metrics
 
         if info is None:
             self.summary.setText("")
@@ -49,7 +49,7 @@ class ModelsWidget(QWidget):
         ]
         if "fine_tuned_from" in prov:
             lines.append(f"fine-tuned from {prov['fine_tuned_from'].get('name')}")
-        self.summary.setText("<br>".join(lines) + "<br>" + format_metrics(info.metrics or {}))
+        self.summary.setText("<br>".join(lines) + "<br>" + metrics_html(info.metrics or {}))
         self.where.setText(str(info.path))
         shown = {k: v for k, v in info.to_json().items() if k not in ("format", "format_version", "history")}
         self.details.setPlainText(json.dumps(shown, indent=2, default=str))

@@ -35,31 +35,10 @@ from typing import Any
 
 from qtpy.QtCore import QObject, QTimer, Signal
 
-from ..jobs import Cancelled, JobContext, Progress
+from ..formatting import describe_error, is_user_error
+from ..jobs import JobContext, Progress
 
 log = logging.getLogger(__name__)
-
-# Errors whose message is written for the user; anything else also gets its type name.
-_USER_ERRORS = (ValueError, ImportError, FileNotFoundError, FloatingPointError, OSError, KeyError)
-
-
-def describe_error(exc: BaseException) -> str:
-    """A one-paragraph message for a notification."""
-    try:
-        from pydantic import ValidationError
-    except ImportError:  # pragma: no cover - pydantic is a dependency
-        ValidationError = ()  # type: ignore[assignment]
-    if isinstance(exc, ValidationError):
-        parts = []
-        for e in exc.errors():
-            where = ".".join(str(x) for x in e.get("loc", ()))
-            parts.append(f"{where.replace('_', ' ')}: {e.get('msg', '')}" if where else e.get("msg", ""))
-        return "invalid settings: " + "; ".join(parts)
-    from ..store import ModelError
-
-    if isinstance(exc, (ModelError, Cancelled, *_USER_ERRORS)):
-        return str(exc).strip("'\"") or type(exc).__name__
-    return f"{type(exc).__name__}: {exc}"
 
 
 def notify_error(exc: BaseException | str, what: str = "") -> str:
@@ -69,7 +48,8 @@ def notify_error(exc: BaseException | str, what: str = "") -> str:
     msg = exc if isinstance(exc, str) else describe_error(exc)
     if what:
         msg = f"{what} failed: {msg}"
-    if isinstance(exc, BaseException) and not isinstance(exc, _expected()):
+    if isinstance(exc, BaseException) and not is_user_error(exc):
+        # Not the user's doing: keep the traceback in the log for a bug report.
         log.error("napari-dlbio: %s", msg, exc_info=exc)
     show_error(msg)
     return msg
@@ -79,14 +59,6 @@ def notify_info(msg: str) -> None:
     from napari.utils.notifications import show_info
 
     show_info(msg)
-
-
-def _expected() -> tuple[type[BaseException], ...]:
-    from pydantic import ValidationError
-
-    from ..store import ModelError
-
-    return (ValidationError, ModelError, Cancelled, *_USER_ERRORS)
 
 
 _warmed = threading.Event()
@@ -149,9 +121,46 @@ def _job_ended() -> None:
             sys.setswitchinterval(_saved_switch)
 
 
+def is_epoch(p: Progress) -> bool:
+    """Whether ``p`` reports the end of an epoch (its losses are a point of the loss plot)."""
+    # The metric is the older sign, still the only one of loops that do not send kind="epoch" yet
+    # (training.fit and the Noise2Void callback when this was written); drop it once they all do.
+    return p.kind == "epoch" or "epoch" in p.metrics
+
+
 class _Failed:
     def __init__(self, exc: BaseException) -> None:
         self.exc = exc
+
+
+def _work(fn: Callable[[JobContext], Any], ctx: JobContext, relay: _Relay) -> None:
+    """The worker thread: run the job, pass on what it yields, then its result or exception."""
+
+    def emit(signal, *args) -> None:
+        try:
+            signal.emit(*args)
+        except RuntimeError:  # the dock was closed while the job ran: nobody to tell
+            ctx.cancel()
+
+    try:
+        res = fn(ctx)
+        if inspect.isgenerator(res):
+            res = _drain(res, lambda item: emit(relay.yielded, item))
+        emit(relay.returned, res)
+    except BaseException as exc:  # noqa: BLE001 - handed to the UI thread
+        emit(relay.returned, _Failed(exc))
+    finally:
+        emit(relay.finished)
+
+
+def _drain(gen, each: Callable[[Any], None]) -> Any:
+    """Hand every item of ``gen`` to ``each``; returns the generator's return value."""
+    while True:
+        try:
+            item = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        each(item)
 
 
 class _Relay(QObject):
@@ -225,61 +234,34 @@ class JobRunner(QObject):
             self._pending = False
 
         relay = _Relay(self)
-
-        def emit(signal, *args) -> None:
-            try:
-                signal.emit(*args)
-            except RuntimeError:  # the dock was closed while the job ran: nobody to tell
-                ctx.cancel()
-
-        def work():
-            try:
-                res = fn(ctx)
-                if inspect.isgenerator(res):
-                    while True:
-                        try:
-                            item = next(res)
-                        except StopIteration as stop:
-                            res = stop.value
-                            break
-                        emit(relay.yielded, item)
-                emit(relay.returned, res)
-            except BaseException as exc:  # noqa: BLE001 - handed to the UI thread
-                emit(relay.returned, _Failed(exc))
-            finally:
-                emit(relay.finished)
-
-        def returned(res):
-            # Show the last progress first, so it cannot overwrite the outcome afterwards.
-            self._deliver()
-            self._trail.stop()
-            self._shown = self._latest
-            if isinstance(res, _Failed):
-                if on_error is not None:
-                    on_error(res.exc)
-                else:
-                    notify_error(res.exc)
-            elif on_done is not None:
-                on_done(res)
-
-        def finished():
-            _job_ended()
-            self._trail.stop()
-            self.worker = None
-            self.ctx = None
-            relay.deleteLater()
-            if on_finished is not None:
-                on_finished()
-
         if on_yield is not None:
             relay.yielded.connect(on_yield)
-        relay.returned.connect(returned)
-        relay.finished.connect(finished)
-        worker = threading.Thread(target=work, name="napari-dlbio job", daemon=True)
+        relay.returned.connect(lambda res: self._returned(res, on_done, on_error))
+        relay.finished.connect(lambda: self._finished(relay, on_finished))
+        worker = threading.Thread(target=_work, args=(fn, ctx, relay), name="napari-dlbio job", daemon=True)
         self.worker = worker
         _job_started()
         worker.start()
         return worker
+
+    def _returned(self, res, on_done, on_error) -> None:
+        # Show the last progress first, so it cannot overwrite the outcome afterwards.
+        self._deliver()
+        self._trail.stop()
+        self._shown = self._latest
+        if isinstance(res, _Failed):
+            (on_error or notify_error)(res.exc)
+        elif on_done is not None:
+            on_done(res)
+
+    def _finished(self, relay: _Relay, on_finished) -> None:
+        _job_ended()
+        self._trail.stop()
+        self.worker = None
+        self.ctx = None
+        relay.deleteLater()
+        if on_finished is not None:
+            on_finished()
 
     # -- progress bridge ------------------------------------------------------------
     def _from_worker(self, p: Progress) -> None:
@@ -287,7 +269,8 @@ class JobRunner(QObject):
         now = time.monotonic()
         with self._lock:
             self._latest = p
-            important = "epoch" in p.metrics
+            # Epoch reports are the loss plot's points: every one is kept and delivered at once.
+            important = is_epoch(p)
             if important:
                 self._events.append(p)
             if self._pending or (not important and now - self._last_poke < self.min_interval):

@@ -235,7 +235,7 @@ class SavedModelPicker(QWidget):
             self.combo.addItem(self.none_text, None)
         for i in infos:
             self.combo.addItem(f"{i.name}  ({i.backend}, {i.ndim}D)", i)
-            self.combo.setItemData(self.combo.count() - 1, _describe(i), Qt.ItemDataRole.ToolTipRole)
+            self.combo.setItemData(self.combo.count() - 1, describe_model(i), Qt.ItemDataRole.ToolTipRole)
         if not infos and not self.none_text:
             self.combo.addItem("no saved models yet — train one", None)
         idx = next((k for k in range(self.combo.count())
@@ -248,7 +248,8 @@ class SavedModelPicker(QWidget):
         return self.combo.currentData() if self.combo.count() else None
 
 
-def _describe(info) -> str:
+def describe_model(info) -> str:
+    """A saved model in a few short lines: backend, dims, channels, metrics, date."""
     m = info.metrics or {}
     parts = [f"{info.backend} · {info.ndim}D · {info.n_channels} channel{'s' if info.n_channels > 1 else ''}"]
     if "ap50" in m:
