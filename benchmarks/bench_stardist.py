@@ -117,6 +117,9 @@ def bench_2d(minutes: float, work: Path) -> None:
         rows.append([name, ap, f1, f"{sec:.2f}", extra])
     table("2D: dsb2018/val (30 images), mean over images",
           ["model", "AP@0.5", "F1", "s/image", "notes"], rows)
+    budget = minutes * 60
+    print(f"CLI wall time (start-up, data, training, tuning, evaluation, saving): {train_s:.0f} s for a "
+          f"{budget:.0f} s budget = {train_s / budget:.3f}x, {'within' if train_s <= 1.05 * budget else 'OVER'} 1.05x")
 
     from stardist.data import test_image_nuclei_2d
 

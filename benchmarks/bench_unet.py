@@ -109,7 +109,10 @@ def main(argv=None) -> int:
           f"{training.get('seconds', float('nan')):>9.0f}{training.get('epochs', 0):>8d}{t_pred:>11.1f}")
     print(f"{'Otsu + watershed':<22}{base['ap']:>8.3f}{base['f1']:>8.3f}{'-':>9}{'-':>8}{t_base:>11.1f}")
     if wall is not None:
-        print(f"(CLI wall time incl. data loading and validation: {wall:.0f} s; stopped: {training.get('stopped')})")
+        budget = args.minutes * 60
+        print(f"(CLI wall time incl. start-up, data loading, tuning, evaluation and saving: {wall:.0f} s for a "
+              f"{budget:.0f} s budget = {wall / budget:.3f}x, {'within' if wall <= 1.05 * budget else 'OVER'} "
+              f"1.05x; stopped: {training.get('stopped')})")
     if tmp is not None:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

@@ -108,43 +108,51 @@ def predict(
             f"gives {plan.n_channels} (axes {plan.axes}, shape {plan.shape}); choose the channels "
             "to use or set the axes"
         )
-    out = out or (lambda name, shape, dtype: np.zeros(shape, dtype))
-    outputs: dict[str, Any] = {}
-    out_axes: dict[str, str] = {}
-    offset = 0
+    writer = _Writer(plan, out or (lambda name, shape, dtype: np.zeros(shape, dtype)), unique_labels)
     start = time.monotonic()
-    n = plan.n_items
-    done = 0
-    cancelled = False
+    n, done, cancelled = plan.n_items, 0, False
     for k, idx in enumerate(plan.indices()):
         try:
             ctx.check()
-            item = plan.read(image, idx)
-            res = model.predict(item, settings, ctx.span(k, k + 1, n))
+            res = model.predict(plan.read(image, idx), settings, ctx.span(k, k + 1, n))
         except Cancelled:
             cancelled = True
             break
+        writer.write(idx, res)
+        done = k + 1
+        ctx.report(done, n, f"{done}/{n} {'slices' if n > 1 else 'image'}")
+    return Prediction(writer.outputs, writer.axes, model_name(model), time.monotonic() - start, cancelled, done)
+
+
+class _Writer:
+    """Writes each item's named outputs into the stack's outputs (in the input's axis order)."""
+
+    def __init__(self, plan: ItemPlan, out: OutFactory, unique_labels: bool) -> None:
+        self.plan, self.out, self.unique = plan, out, unique_labels and plan.n_items > 1
+        self.outputs: dict[str, Any] = {}
+        self.axes: dict[str, str] = {}
+        self.offset = 0
+
+    def write(self, idx: tuple[int, ...], res: dict[str, Any]) -> None:
+        plan = self.plan
         for name, arr in res.items():
             if name == SHAPES:
                 # Vector extras (polygons) in item coordinates -> the output's coordinates.
-                outputs.setdefault(SHAPES, []).extend(_place_shapes(arr, plan, idx))
-                out_axes[SHAPES] = plan.out_axes()
+                self.outputs.setdefault(SHAPES, []).extend(_place_shapes(arr, plan, idx))
+                self.axes[SHAPES] = plan.out_axes()
                 continue
-            chan = arr.ndim == ndim + 1
+            chan = arr.ndim == plan.ndim + 1
             if chan and arr.shape[0] == 1 and "C" not in plan.axes:
                 # A single-channel result of a single-channel image keeps the image's shape.
                 arr, chan = arr[0], False
-            if name not in outputs:
-                shape = plan.out_shape(arr.shape[0] if chan else None)
-                outputs[name] = out(name, shape, arr.dtype)
-                out_axes[name] = plan.out_axes(chan)
-            if name == "labels" and unique_labels and n > 1:
-                arr = np.where(arr > 0, arr + offset, 0).astype(arr.dtype)
-                offset = max(offset, int(arr.max()))
-            plan.write(outputs[name], idx, arr, channels=chan)
-        done = k + 1
-        ctx.report(done, n, f"{done}/{n} {'slices' if n > 1 else 'image'}")
-    return Prediction(outputs, out_axes, model_name(model), time.monotonic() - start, cancelled, done)
+            if name not in self.outputs:
+                self.outputs[name] = self.out(name, plan.out_shape(arr.shape[0] if chan else None), arr.dtype)
+                self.axes[name] = plan.out_axes(chan)
+            if name == "labels" and self.unique:
+                # Every object of the stack gets its own id.
+                arr = np.where(arr > 0, arr + self.offset, 0).astype(arr.dtype)
+                self.offset = max(self.offset, int(arr.max()))
+            plan.write(self.outputs[name], idx, arr, channels=chan)
 
 
 SHAPES = "shapes"  # a model may return a list of (N_vertices, ndim) float arrays under this key

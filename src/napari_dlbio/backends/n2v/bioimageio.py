@@ -1,20 +1,16 @@
-"""bioimage.io: export with CAREamics' exporter, and what a zip says about its normalisation."""
+"""bioimage.io: export with CAREamics' exporter (what a zip says about its normalisation: :mod:`.config`)."""
 
 from __future__ import annotations
 
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ...config import Normalization
 from ...store import ModelError
 from .config import _to_careamics
-
-if TYPE_CHECKING:
-    from .model import N2VModel
+from .model import N2VModel
 
 
 def export_bioimageio(
@@ -73,25 +69,6 @@ def _description(model: N2VModel) -> str:
         text += (f" Inputs must first be normalised per image: percentile {n.low:g} -> 0 and "
                  f"{n.high:g} -> 1{' per channel' if n.per_channel else ''} (napari-dlbio does this itself).")
     return text
-
-
-def _normalization_in_zip(path: Path) -> Normalization | None:
-    """The per-image normalisation a zip exported by napari-dlbio states in its description."""
-    import re
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(path) as z:
-            rdf = next((n for n in z.namelist() if n.endswith(("rdf.yaml", "bioimageio.yaml"))), None)
-            text = z.read(rdf).decode("utf-8", "replace") if rdf else ""
-    except (OSError, zipfile.BadZipFile, KeyError):
-        return None
-    text = " ".join(text.split())  # YAML may fold a long description over lines
-    m = re.search(r"percentile ([0-9.]+) -> 0 and ([0-9.]+) -> 1( per channel)?", text)
-    if m is None:
-        return None
-    return Normalization(mode="percentile", low=float(m.group(1)), high=float(m.group(2)),
-                         per_channel=bool(m.group(3)))
 
 
 def _example_input(model: N2VModel) -> np.ndarray:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from ...config import Normalization
@@ -113,3 +115,22 @@ def _fit_patch(settings: Settings, shapes: list[tuple[int, ...]], ndim: int) -> 
             f"pixels, patches need at least {least} in Y and X (with a U-Net depth of {settings.depth})"
         )
     return out
+
+
+def normalization_in_zip(path: Path) -> Normalization | None:
+    """The per-image normalisation a zip exported by napari-dlbio states in its description."""
+    import re
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            rdf = next((n for n in z.namelist() if n.endswith(("rdf.yaml", "bioimageio.yaml"))), None)
+            text = z.read(rdf).decode("utf-8", "replace") if rdf else ""
+    except (OSError, zipfile.BadZipFile, KeyError):
+        return None
+    text = " ".join(text.split())  # YAML may fold a long description over lines
+    m = re.search(r"percentile ([0-9.]+) -> 0 and ([0-9.]+) -> 1( per channel)?", text)
+    if m is None:
+        return None
+    return Normalization(mode="percentile", low=float(m.group(1)), high=float(m.group(2)),
+                         per_channel=bool(m.group(3)))

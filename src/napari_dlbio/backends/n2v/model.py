@@ -19,7 +19,7 @@ from ...training import FitResult
 from ...tta import averaged
 from ..base import ModelBase
 from .callback import Progress
-from .config import _fit_patch, _make_config, _settings_from_config, _to_careamics
+from .config import _fit_patch, _make_config, _settings_from_config, _to_careamics, normalization_in_zip
 from .settings import Predict, Settings
 from .spec import SPEC
 
@@ -78,7 +78,6 @@ class N2VModel(ModelBase):
         if p.is_file() and p.suffix.lower() == ".zip":
             from careamics.model_io.bmz_io import load_from_bmz
 
-            from .bioimageio import _normalization_in_zip
 
             try:
                 cfg, module = load_from_bmz(p)
@@ -87,7 +86,7 @@ class N2VModel(ModelBase):
             if cfg.algorithm_config.algorithm != "n2v":
                 raise ModelError(f"{p} is a CAREamics {cfg.algorithm_config.algorithm} model, not Noise2Void")
             model = _model_from_careamics(cfg, module, p.stem)
-            norm = _normalization_in_zip(p)
+            norm = normalization_in_zip(p)
             if norm is not None:
                 model.settings = model.settings.model_copy(update={"normalization": norm})
             return model
