@@ -37,6 +37,11 @@ LIGHT_MODULES = (
     "napari_dlbio.samples",
     "napari_dlbio.settings_fields",
     "napari_dlbio.cli",
+    "napari_dlbio.recipe",
+    "napari_dlbio.device",
+    "napari_dlbio.evaluation",
+    "napari_dlbio.formatting",
+    "napari_dlbio.requests",
 )
 
 
@@ -60,4 +65,18 @@ def test_core_modules_load_no_heavy_module():
 
 def test_listing_models_loads_no_torch():
     code = "from napari_dlbio.cli import main\nassert main(['models', '--json']) == 0"
+    assert _loaded_after(code) == []
+
+
+def test_reading_every_backend_spec_loads_no_torch():
+    """The registry, forms and CLI options read specs and settings only."""
+    code = (
+        "from napari_dlbio import backends\n"
+        "for name, spec in backends.specs().items():\n"
+        "    spec.Settings(); spec.Predict(); backends.is_available(name)\n"
+        "assert set(backends.names()) >= {'unet', 'cellpose', 'stardist', 'n2v'}\n"
+        "from napari_dlbio.backends import stardist, cellpose, n2v, unet\n"
+        "assert unet.Settings is backends.spec('unet').Settings\n"
+        "assert backends.spec('n2v').layer_suffix == 'n2v' and not backends.spec('unet').has_pretrained"
+    )
     assert _loaded_after(code) == []

@@ -63,3 +63,27 @@ def test_deadline():
     assert not d.passed() and 0 <= d.fraction < 1
     d.start -= 1.0
     assert d.passed() and d.fraction == 1.0
+
+
+def test_job_budget_and_the_fit_deadline_before_it():
+    ctx = JobContext()
+    assert ctx.deadline.seconds is None and ctx.budget(None).seconds is None
+    whole = ctx.budget(2.0)  # minutes from now, kept for the rest of the job
+    assert whole.seconds == 120 and ctx.budget(5.0) is whole
+    fit = whole.before(0.95, 3.0)
+    assert fit.start == whole.start and fit.seconds == 114
+    assert Deadline(0.05).before(0.95, 3.0).seconds == 0  # 3 s budget, 3 s reserved
+    assert Deadline(None).before(0.5).seconds is None
+    given = Deadline(1.0, start=time.monotonic() - 30)
+    assert JobContext(deadline=given).budget(10.0) is given and 29 <= given.elapsed < 40
+    child = JobContext(deadline=given).span(0, 1, 2)
+    assert child.deadline is given
+
+
+def test_progress_kinds_travel_through_spans():
+    got = []
+    ctx = JobContext(got.append)
+    ctx.span(0, 1, 2).report(1, 1, "epoch 1", kind="epoch", epoch=1, train_loss=0.5)
+    assert got[-1].kind == "epoch" and got[-1].metrics == {"epoch": 1.0, "train_loss": 0.5}
+    ctx.report(0, 1, "preparing", kind="info")
+    assert got[-1].kind == "info" and Progress(0, 1).kind == "step"

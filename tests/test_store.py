@@ -118,3 +118,17 @@ def test_names():
     with pytest.raises(ModelError, match="no model named or at 'ghost'"):
         store.resolve("ghost")
     assert store.destination("ok-name_1.2") == store.store_root() / "ok-name_1.2"
+
+
+def test_settings_of_a_newer_release_are_refused_clearly(tmp_path):
+    pytest.importorskip("torch")
+    from napari_dlbio import backends
+
+    Model = backends.get("unet").Model
+    info = ModelInfo(path=tmp_path, name="future", backend="unet", settings={"version": 99})
+    with pytest.raises(ModelError, match="newer napari-dlbio .*settings version 99"):
+        Model.settings_from(info)
+    bad = ModelInfo(path=tmp_path, name="bad", backend="unet", settings={"depth": "deep"})
+    with pytest.raises(ModelError, match="settings in model.json are invalid"):
+        Model.settings_from(bad)
+    assert Model.settings_from(ModelInfo(path=tmp_path, name="ok", backend="unet", settings={})).depth == 3

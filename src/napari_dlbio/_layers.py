@@ -129,10 +129,10 @@ def _layer_suffix(backend: str | None) -> str | None:
 
 def provenance(model, src: LayerSnapshot, settings=None, extra: dict | None = None) -> dict[str, Any]:
     """Where a result came from, for ``layer.metadata`` (plain JSON-able values)."""
-    info = getattr(model, "info", None)
+    info = model.info
     out = {
-        "model": info.name if info is not None else getattr(model, "name", getattr(model, "backend", "")),
-        "backend": getattr(model, "backend", ""),
+        "model": info.name if info is not None else (model.name or model.backend),
+        "backend": model.backend,
         "model_path": str(info.path) if info is not None else None,
         "source_layer": src.name,
         "axes": src.axes,

@@ -174,11 +174,6 @@ def _place_shapes(shapes, plan: ItemPlan, idx: tuple[int, ...]) -> list[np.ndarr
     return out
 
 
-def item_ndim(model, settings) -> int:
-    """Spatial dims of one item under ``settings`` (kept for callers of earlier releases)."""
-    return model.item_ndim(settings)
-
-
 @dataclass
 class TrainOutcome:
     model: Any

@@ -123,9 +123,7 @@ def _job_ended() -> None:
 
 def is_epoch(p: Progress) -> bool:
     """Whether ``p`` reports the end of an epoch (its losses are a point of the loss plot)."""
-    # The metric is the older sign, still the only one of loops that do not send kind="epoch" yet
-    # (training.fit and the Noise2Void callback when this was written); drop it once they all do.
-    return p.kind == "epoch" or "epoch" in p.metrics
+    return p.kind == "epoch"
 
 
 class _Failed:

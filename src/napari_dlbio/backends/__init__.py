@@ -30,6 +30,7 @@ BUILTIN = (
     "napari_dlbio.backends.n2v.spec",
 )
 ENTRY_POINT_GROUP = "napari_dlbio.backends"
+DEFAULT = "unet"  # what `napari-dlbio train` trains when no --backend is given
 _registered: dict[str, BackendSpec] = {}
 
 

@@ -56,7 +56,8 @@ def _add_train(sub, common, specs: dict, backend) -> None:
         "labels contain at least one object are used. Ctrl-C stops and keeps the best model.",
         epilog=f"backends: {', '.join(names)}. '{PROG} train --backend NAME --help' lists its settings.",
     )
-    t.add_argument("--backend", default="unet", choices=names, help="model family (default: unet)")
+    t.add_argument("--backend", default=backends.DEFAULT, choices=names,
+                   help=f"model family (default: {backends.DEFAULT})")
     t.add_argument(
         "--images", required=True, nargs="+", metavar="PATH", help="folder(s) or file(s) of training images"
     )
@@ -147,7 +148,7 @@ def backends_for(argv: Sequence[str]):
     """The specs of the backends whose options ``train`` / ``predict`` must offer, from argv."""
     cmd = next((a for a in argv if not a.startswith("-")), None)
     if cmd == "train":
-        name = _peek(argv, "--backend")["backend"] or "unet"
+        name = _peek(argv, "--backend")["backend"] or backends.DEFAULT
         if name not in backends.names():
             return None, None  # argparse's choices check reports it
         return backend_spec(name), None

@@ -101,10 +101,7 @@ class StarDistModel(TorchModel):
             state = torch.load(weights, map_location="cpu", weights_only=True)
         except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
             raise ModelError(f"the StarDist model in {folder} cannot be read: {exc}") from exc
-        try:
-            settings = Settings(**info.settings)
-        except ValueError as exc:
-            raise ModelError(f"{folder}: settings are invalid for this version: {exc}") from exc
+        settings = cls.settings_from(info)
         model = cls(settings, arch, meta.get("thresholds"), meta.get("rays"), info.name, state)
         model.info = info
         return model
