@@ -2,7 +2,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from _gui_display import no_gui_reason
 
 # Keep tests fast and fair on 2 cores; never touch the user's real model store.

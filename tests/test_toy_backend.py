@@ -6,9 +6,9 @@ import tifffile
 
 pytest.importorskip("torch")
 
-from napari_dlbio import backends, cli, store, tasks  # noqa: E402
-
 import toy_backend  # noqa: E402
+
+from napari_dlbio import backends, cli, store, tasks  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

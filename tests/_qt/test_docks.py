@@ -2,13 +2,12 @@
 
 import time
 
-import numpy as np
 import napari
+import numpy as np
 import pytest
+from qt_helpers import TINY, dock, finished, set_form, tiny_model
 
 from napari_dlbio import store
-
-from qt_helpers import TINY, dock, finished, set_form, tiny_model
 
 pytestmark = pytest.mark.gui
 

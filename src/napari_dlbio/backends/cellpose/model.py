@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 

@@ -20,7 +20,7 @@ from ...tta import averaged
 from ..base import ModelBase
 from .callback import Progress
 from .config import _fit_patch, _make_config, _settings_from_config, _to_careamics, normalization_in_zip
-from .settings import Predict, Settings
+from .settings import Settings
 from .spec import SPEC
 
 CONFIG_FILE = "careamics.yaml"
@@ -238,8 +238,8 @@ class N2VModel(ModelBase):
         with noisy pixels and is only comparable between models on the same data.
         """
         import torch
-        from careamics.losses import n2v_loss
         from careamics.lightning.modules.n2v_utils import N2VManipulate
+        from careamics.losses import n2v_loss
 
         if not samples:
             return {"n_val": 0}
