@@ -153,7 +153,10 @@ class ItemPlan:
         return tuple(where.get(a, slice(None)) for a in axes)
 
     def read(self, array, index: tuple[int, ...], dtype=np.float32) -> np.ndarray:
-        """The item at ``index`` as ``(C, *spatial)`` of ``dtype``; only that item is read."""
+        """The item at ``index`` as ``(C, *spatial)`` of ``dtype`` (None: the array's own).
+
+        Only that item is read.
+        """
         block = np.asarray(array[self._selection(index, self.axes)])
         kept = [a for a in self.axes if a not in self.loop_axes]
         order = (["C"] if "C" in kept else []) + list(self.spatial_axes)
@@ -162,7 +165,7 @@ class ItemPlan:
             block = block[None]
         elif self.channels is not None:
             block = block[list(self.channels)]
-        return block.astype(dtype, copy=False)
+        return block if dtype is None else block.astype(dtype, copy=False)
 
     def write(self, out, index: tuple[int, ...], result: np.ndarray, channels: bool = False) -> None:
         """Put one item's result (``(*spatial)`` or ``(C, *spatial)``) into ``out``."""

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .axes import ItemPlan, guess_axes, validate_axes
-from .normalize import check_image
+from .normalize import as_item, check_dtype, check_shape
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 
@@ -96,8 +96,10 @@ def from_arrays(
     ``labels=None`` gives self-supervised samples (every item is used).
     """
     shape = tuple(image.shape)
+    check_dtype(image.dtype, f"image {name!r}")
     axes = validate_axes(axes or guess_axes(shape, rgb=rgb), shape)
     plan = ItemPlan(axes, shape, ndim, tuple(channels) if channels is not None else None)
+    check_shape(shape, f"image {name!r}", axes)
     if labels is not None:
         expected = plan.out_shape()
         if tuple(labels.shape) != expected:
@@ -105,25 +107,28 @@ def from_arrays(
                 f"labels {labels_name!r} have shape {tuple(labels.shape)} but image {name!r} "
                 f"needs {expected} (its shape {shape} without the channel axis)"
             )
-        if not np.issubdtype(np.asarray(labels[(0,) * labels.ndim]).dtype, np.integer):
-            raise ValueError(f"labels {labels_name!r} must hold integers, not {labels.dtype}")
+        ldtype = getattr(labels, "dtype", None)
+        if ldtype is None:
+            ldtype = np.asarray(labels[(0,) * labels.ndim]).dtype
+        if not np.issubdtype(ldtype, np.integer):
+            raise ValueError(f"labels {labels_name!r} must hold integers, not {ldtype}")
     if labels is not None:
         label_plan = ItemPlan(plan.out_axes(), plan.out_shape(), ndim)
-        items = annotated_items(labels, label_plan, region, scribbles)
+        items = annotated_items(labels, label_plan, region, scribbles, labels_name)
     else:
         items = ((idx, None, None, 0) for idx in plan.indices())
     samples, used = [], []
     n_objects = 0
     for idx, target, mask, count in items:
         n_objects += count
-        item = plan.read(image, idx)
-        check_image(item, f"image {name!r}" + (f" at {_where(plan, idx)}" if idx else ""))
+        item = as_item(plan.read(image, idx, None), f"image {name!r}" + (f" at {_where(plan, idx)}" if idx else ""))
         samples.append(Sample(item, target, mask, f"{name}{'[' + _where(plan, idx) + ']' if idx else ''}"))
         used.append(dict(zip(plan.loop_axes, map(int, idx))))
     if not samples:
         raise ValueError(
-            f"no annotated slice in labels {labels_name!r}: paint at least one object "
-            "(any non-zero label) in a slice/frame to train on it"
+            f"no annotated slice in labels {labels_name!r}: {_considered(plan, name)} "
+            f"{'and the region ' if region is not None else ''}hold only 0, so nothing is annotated; "
+            "paint at least one object (any non-zero label) in a slice/frame to train on it"
             if labels is not None
             else f"image {name!r} has no data to train on"
         )
@@ -138,14 +143,37 @@ def from_arrays(
     return TrainingData(samples, ndim, prov)
 
 
-def annotated_items(labels, plan: ItemPlan, region: np.ndarray | None = None, scribbles: bool = False):
+def _considered(plan: ItemPlan, name: str) -> str:
+    """Which items were looked at: ``the 4 slice(s) z=0..3 of image 'a'``."""
+    if not plan.loop_axes:
+        return f"the labels of image {name!r}"
+    ranges = ", ".join(f"{a.lower()}=0..{n - 1}" if n else f"{a.lower()} (empty)"
+                       for a, n in zip(plan.loop_axes, plan.loop_shape))
+    return f"the {plan.n_items} slice(s) ({ranges}) of image {name!r}"
+
+
+INT32 = np.iinfo(np.int32)
+
+
+def annotated_items(labels, plan: ItemPlan, region: np.ndarray | None = None, scribbles: bool = False,
+                    name: str = "labels"):
     """The one definition of "annotated": yields ``(index, target, mask, n_objects)`` per item.
 
     An item counts when its labels hold a non-zero value (inside ``region``, if
     given). ``mask`` marks where the target is valid (scribbles and/or region).
     """
     for idx in plan.indices():
-        target = plan.read(labels, idx, np.int64)[0].astype(np.int32)
+        raw = plan.read(labels, idx, None)[0]
+        if raw.size:
+            lo, hi = int(raw.min()), int(raw.max())
+            where = f" at {_where(plan, idx)}" if idx else ""
+            if lo < 0:
+                raise ValueError(f"labels {name!r}{where} hold negative values (down to {lo}); "
+                                 "label ids must be 0 (background) or positive")
+            if hi > INT32.max:
+                raise ValueError(f"labels {name!r}{where} hold ids up to {hi}, beyond int32 "
+                                 f"(at most {INT32.max}); relabel them (e.g. skimage.segmentation.relabel_sequential)")
+        target = raw.astype(np.int32)
         if not target.any():
             continue
         mask = target > 0 if scribbles else None
@@ -226,7 +254,7 @@ def from_folders(
         missing = [p.name for p in image_files if p.stem not in label_files]
         if len(missing) == len(image_files):
             raise ValueError(f"no label file in {labels} matches an image name in {images}")
-    parts = []
+    parts, empty = [], []
     for p in image_files:
         if labels is not None and p.stem not in label_files:
             continue
@@ -240,8 +268,14 @@ def from_folders(
             parts.append(from_arrays(img, lab, ax, ndim, name=str(p), labels_name=str(label_files.get(p.stem, ""))))
         except ValueError as exc:
             if "no annotated" in str(exc):
+                empty.append(label_files[p.stem].name)
                 continue
             raise
+    if not parts and empty:
+        shown = ", ".join(empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+        raise ValueError(
+            f"no training data: the {len(empty)} label file(s) considered in {labels} ({shown}) hold only 0 "
+            "in every slice, so nothing is annotated; paint at least one object (any non-zero label)")
     data = combine(parts)
     data.provenance["folders"] = {"images": str(images), "labels": str(labels) if labels else None}
     return data

@@ -23,6 +23,7 @@ from .backends import get as get_backend
 from .config import PredictSettings, TrainSettings
 from .data import Sample, TrainingData
 from .jobs import Cancelled, JobContext
+from .normalize import as_item, check_dtype, check_shape
 
 OutFactory = Callable[[str, tuple, np.dtype], Any]
 
@@ -99,9 +100,11 @@ def predict(
     """
     ctx = ctx or JobContext()
     settings = model.coerce_predict(settings)
+    check_dtype(image.dtype, "image")
     axes = axes or guess_axes(image.shape, rgb=rgb)
     ndim = model.item_ndim(settings)
     plan = ItemPlan(axes, tuple(image.shape), ndim, channels)
+    check_shape(image.shape, "image", plan.axes)
     if not model.accepts_channels(plan.n_channels):
         raise ValueError(
             f"model {model_name(model)!r} expects {model.n_channels} channel(s) but the image "
@@ -114,7 +117,9 @@ def predict(
     for k, idx in enumerate(plan.indices()):
         try:
             ctx.check()
-            res = model.predict(plan.read(image, idx), settings, ctx.span(k, k + 1, n))
+            where = ",".join(f"{a.lower()}={i}" for a, i in zip(plan.loop_axes, idx))
+            item = as_item(plan.read(image, idx, None), "image" + (f" at {where}" if where else ""))
+            res = model.predict(item, settings, ctx.span(k, k + 1, n))
         except Cancelled:
             cancelled = True
             break

@@ -220,17 +220,16 @@ class ModelBase:
 
     def check_item(self, item: np.ndarray, settings: PredictSettings | None = None) -> np.ndarray:
         """``item`` as float32 (C, *spatial); a clear error for the wrong shape or bad values."""
-        from ..normalize import check_image
+        from ..normalize import as_item
 
-        item = np.asarray(item, dtype=np.float32)
+        item = np.asarray(item)
         nd = self.item_ndim(self.coerce_predict(settings))
         if item.ndim != nd + 1:
             raise ValueError(f"this {nd}D {self.spec.title} model takes items (C, *spatial) "
                              f"with {nd + 1} axes, got shape {item.shape}")
         if not self.accepts_channels(item.shape[0]):
             raise ValueError(f"the model takes {self.n_channels} channel(s), the image has {item.shape[0]}")
-        check_image(item)
-        return item
+        return as_item(item)
 
     def forward(self, item: np.ndarray, settings: PredictSettings, ctx: JobContext) -> Any:
         """The network's raw output for a checked item (cached for tuning and evaluation)."""
