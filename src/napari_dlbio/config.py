@@ -60,7 +60,8 @@ class TrainSettings(Settings):
     val_fraction: float = Field(0.15, ge=0.0, lt=0.9, description="Share of data held out")
     val_patches: int = Field(32, ge=1, le=1000, description="Validation patches scored after each epoch",
                              json_schema_extra={"advanced": True})
-    augment: bool = Field(True, description="Random flips, rotations and intensity changes of the patches")
+    augment: bool = Field(True, description="Random flips, rotations and intensity changes of the patches",
+                          json_schema_extra={"advanced": True})
     seed: int = Field(0, description="Random seed (data split, patches, initial weights)",
                       json_schema_extra={"advanced": True})
     weight_decay: float = Field(1e-4, ge=0, lt=10, description="AdamW weight decay",

@@ -181,18 +181,17 @@ class CellposeModel(CellposeTraining):
         return self._net16
 
     # -- prediction ---------------------------------------------------------------
-    def predict(self, item: np.ndarray, settings: Predict, ctx: JobContext) -> dict[str, np.ndarray]:
-        if not isinstance(settings, Predict):  # generic settings: keep what they share
-            settings = Predict(device=settings.device, batch_size=settings.batch_size)
+    def check_item(self, item: np.ndarray, settings=None) -> np.ndarray:
+        if np.ndim(item) >= 1 and not self.accepts_channels(np.shape(item)[0]):
+            raise ValueError(
+                f"Cellpose-SAM reads one to three channels but the image gives {np.shape(item)[0]}; "
+                "choose up to three channels (e.g. 0,1)")
+        return super().check_item(item, settings)
+
+    def forward(self, item: np.ndarray, settings: Predict, ctx: JobContext) -> dict[str, np.ndarray]:
+        """Cellpose's own ``eval`` (network, flow dynamics and masks in one call)."""
         s = settings
         nd = self.item_ndim(s)
-        if item.ndim != nd + 1:
-            raise ValueError(f"Cellpose expected a {nd}D item (C, *spatial), got shape {item.shape}")
-        if not self.accepts_channels(item.shape[0]):
-            raise ValueError(
-                f"Cellpose-SAM reads one to three channels but the image gives {item.shape[0]}; "
-                "choose up to three channels (e.g. 0,1)")
-        check_image(item, "image")
         x, norm = prepare_input(item, s.normalization)
         dev = devices.select_device(s.device)
         kw = dict(
