@@ -101,17 +101,7 @@ def from_arrays(
     plan = ItemPlan(axes, shape, ndim, tuple(channels) if channels is not None else None)
     check_shape(shape, f"image {name!r}", axes)
     if labels is not None:
-        expected = plan.out_shape()
-        if tuple(labels.shape) != expected:
-            raise ValueError(
-                f"labels {labels_name!r} have shape {tuple(labels.shape)} but image {name!r} "
-                f"needs {expected} (its shape {shape} without the channel axis)"
-            )
-        ldtype = getattr(labels, "dtype", None)
-        if ldtype is None:
-            ldtype = np.asarray(labels[(0,) * labels.ndim]).dtype
-        if not np.issubdtype(ldtype, np.integer):
-            raise ValueError(f"labels {labels_name!r} must hold integers, not {ldtype}")
+        _check_labels(labels, plan, shape, name, labels_name)
     if labels is not None:
         label_plan = ItemPlan(plan.out_axes(), plan.out_shape(), ndim)
         items = annotated_items(labels, label_plan, region, scribbles, labels_name)
@@ -121,7 +111,8 @@ def from_arrays(
     n_objects = 0
     for idx, target, mask, count in items:
         n_objects += count
-        item = as_item(plan.read(image, idx, None), f"image {name!r}" + (f" at {_where(plan, idx)}" if idx else ""))
+        where = f" at {_where(plan, idx)}" if idx else ""
+        item = as_item(plan.read(image, idx, None), f"image {name!r}{where}")
         samples.append(Sample(item, target, mask, f"{name}{'[' + _where(plan, idx) + ']' if idx else ''}"))
         used.append(dict(zip(plan.loop_axes, map(int, idx))))
     if not samples:
@@ -133,7 +124,8 @@ def from_arrays(
             else f"image {name!r} has no data to train on"
         )
     prov = {
-        "sources": [{"image": name, "labels": labels_name if labels is not None else None, "axes": axes, "shape": list(shape)}],
+        "sources": [{"image": name, "labels": labels_name if labels is not None else None, "axes": axes,
+                     "shape": list(shape)}],
         "items": used,
         "n_items": len(samples),
         "n_objects": n_objects,
@@ -141,6 +133,21 @@ def from_arrays(
         "region": region is not None,
     }
     return TrainingData(samples, ndim, prov)
+
+
+def _check_labels(labels, plan: ItemPlan, shape: tuple, name: str, labels_name: str) -> None:
+    """Labels must have the image's shape without C, and hold integers."""
+    expected = plan.out_shape()
+    if tuple(labels.shape) != expected:
+        raise ValueError(
+            f"labels {labels_name!r} have shape {tuple(labels.shape)} but image {name!r} "
+            f"needs {expected} (its shape {shape} without the channel axis)"
+        )
+    ldtype = getattr(labels, "dtype", None)  # any array-like (numpy, dask, zarr, lists)
+    if ldtype is None:
+        ldtype = np.asarray(labels[(0,) * labels.ndim]).dtype
+    if not np.issubdtype(ldtype, np.integer):
+        raise ValueError(f"labels {labels_name!r} must hold integers, not {ldtype}")
 
 
 def _considered(plan: ItemPlan, name: str) -> str:
