@@ -146,6 +146,18 @@ def resolve(name_or_path: str | Path) -> Path:
     raise ModelError(f"no model named or at {name_or_path!r} (models in {store_root()}: {known})")
 
 
+def stamp(root: Path | None = None) -> int | None:
+    """A cheap sign of change: the store folder's modification time (None while it does not exist).
+
+    Saving, overwriting and deleting a model add, rename or remove an entry of the
+    folder, which changes its time; pickers compare stamps instead of re-reading every model.json.
+    """
+    try:
+        return (root or store_root()).stat().st_mtime_ns
+    except OSError:
+        return None
+
+
 def list_models(root: Path | None = None) -> list[ModelInfo]:
     """All readable models of the store, newest first; unreadable folders are skipped."""
     root = root or store_root()

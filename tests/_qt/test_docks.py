@@ -210,3 +210,16 @@ def test_predict_with_pretrained_backend_model(shared_data, make_napari_viewer, 
     qtbot.waitUntil(finished(p.runner), timeout=60_000)
     assert any("2D_versatile_fluo" in e for e in records.errors), records.all
     assert p.added == []
+
+
+def test_saved_model_lists_follow_the_store(make_napari_viewer, qtbot):
+    """A model saved elsewhere (Train dock, CLI) appears in the Predict dock without a click."""
+    from napari_dlbio import store
+
+    viewer = make_napari_viewer()
+    w = dock(viewer, "Predict")
+    assert w.saved.info() is None and "no saved models yet" in w.saved.combo.currentText()
+    info = store.ModelInfo(path=store.store_root(), name="fresh", backend="unet", settings={})
+    store.save(info, lambda folder: (folder / "weights.pt").write_bytes(b""), "fresh")
+    qtbot.waitUntil(lambda: w.saved.info() is not None and w.saved.info().name == "fresh", timeout=10_000)
+    assert "fresh" in w.saved.combo.currentText()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from qtpy.QtCore import QSize, Qt, Signal
+from qtpy.QtCore import QSize, Qt, QTimer, Signal
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -196,9 +196,14 @@ class _FreshCombo(QComboBox):
 
 
 class SavedModelPicker(QWidget):
-    """Models of the store (newest first) with a refresh button; optional backend filter."""
+    """Models of the store (newest first) with a refresh button; optional backend filter.
+
+    The list follows the store by itself: a model saved by the Train dock (or the
+    command line) appears within :data:`WATCH_MS` without a click.
+    """
 
     model_changed = Signal(object)  # ModelInfo or None
+    WATCH_MS = 1500
 
     def __init__(self, none_text: str | None = None, parent=None) -> None:
         super().__init__(parent)
@@ -218,15 +223,32 @@ class SavedModelPicker(QWidget):
         lay.addWidget(self.refresh_btn)
         self.refresh_btn.clicked.connect(lambda: self.refresh())
         self.combo.currentIndexChanged.connect(lambda _: self.model_changed.emit(self.info()))
+        self._stamp = None
         self.refresh()
+        self._watch = QTimer(self)  # a child timer: it dies with the picker
+        self._watch.setInterval(self.WATCH_MS)
+        self._watch.timeout.connect(self._follow_store)
+        self._watch.start()
+
+    def _follow_store(self) -> None:
+        """Reload when the store changed, keeping the choice; tell others only if the choice changed."""
+        from .. import store
+
+        if store.stamp() == self._stamp or self.combo.view().isVisible():
+            return  # unchanged, or the user is looking at the list right now
+        before = _identity(self.info())
+        self.refresh(emit=False)
+        if _identity(self.info()) != before:
+            self.model_changed.emit(self.info())
 
     def set_backend(self, backend: str | None) -> None:
         self.backend = backend
         self.refresh()
 
-    def refresh(self, select: str | None = None) -> None:
+    def refresh(self, select: str | None = None, emit: bool = True) -> None:
         from .. import store
 
+        self._stamp = store.stamp()
         current = select or (self.info().name if self.info() is not None else None)
         infos = [i for i in store.list_models() if self.backend is None or i.backend == self.backend]
         self.combo.blockSignals(True)
@@ -242,10 +264,15 @@ class SavedModelPicker(QWidget):
                     if self.combo.itemData(k) is not None and self.combo.itemData(k).name == current), 0)
         self.combo.setCurrentIndex(idx)
         self.combo.blockSignals(False)
-        self.model_changed.emit(self.info())
+        if emit:
+            self.model_changed.emit(self.info())
 
     def info(self):
         return self.combo.currentData() if self.combo.count() else None
+
+
+def _identity(info) -> tuple | None:
+    return None if info is None else (info.name, info.created)
 
 
 def describe_model(info) -> str:
