@@ -53,7 +53,8 @@ class TorchModel(ModelBase):
 
     def draw_batch(self, prepared: Sequence[Any], n: int, rng: np.random.Generator, augment: bool) -> tuple:
         """``n`` examples of randomly chosen prepared items, stacked (the input first)."""
-        return collate([self.example(prepared[int(rng.integers(len(prepared)))], rng, augment) for _ in range(n)])
+        picks = (prepared[int(rng.integers(len(prepared)))] for _ in range(n))
+        return collate([self.example(item, rng, augment) for item in picks])
 
     def fixed_batch(self, items: Sequence[Any], rng: np.random.Generator) -> tuple:
         """One example of each item, not augmented (validation)."""

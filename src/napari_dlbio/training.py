@@ -72,7 +72,7 @@ def epoch_entry(epoch: int, train_loss: float, val_loss: float | None, seconds: 
 def report_epoch(ctx: JobContext, done: float, entry: dict[str, float]) -> None:
     """The end-of-epoch report every listener keeps (the loss plot's points)."""
     val = entry.get("val_loss")
-    text = f"epoch {entry['epoch']}: loss {entry['train_loss']:.4f}" + (f", val {val:.4f}" if val is not None else "")
+    text = f"epoch {entry['epoch']}: loss {entry['train_loss']:.4f}" + ("" if val is None else f", val {val:.4f}")
     losses = {k: entry[k] for k in ("train_loss", "val_loss") if k in entry}
     ctx.report(done, 1.0, text, kind="epoch", epoch=entry["epoch"], **losses)
 

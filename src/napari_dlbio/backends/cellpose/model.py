@@ -268,7 +268,8 @@ class CellposeModel(CellposeTraining):
 
     def check_sample(self, s) -> None:
         if s.image.ndim != 3:
-            raise ValueError(f"sample {s.source!r}: Cellpose trains on 2D images (C, Y, X), got shape {s.image.shape}")
+            raise ValueError(f"sample {s.source!r}: Cellpose trains on 2D images (C, Y, X), "
+                             f"got shape {s.image.shape}")
         if s.target is None:
             raise ValueError(f"sample {s.source!r} has no labels; Cellpose needs labels to train")
         if s.target.shape != s.image.shape[1:]:

@@ -29,8 +29,8 @@ from .spec import SPEC
 
 WEIGHTS = "weights.pt"
 # Threshold pairs tried after training; on ties the values nearest the middle win.
-_GRID = sorted(((fg, seed) for fg in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9) for seed in (0.4, 0.5, 0.6, 0.7, 0.8, 0.9)),
-               key=lambda c: abs(c[0] - 0.5) + abs(c[1] - 0.5))
+_GRID = sorted(((fg, seed) for fg in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+                for seed in (0.4, 0.5, 0.6, 0.7, 0.8, 0.9)), key=lambda c: abs(c[0] - 0.5) + abs(c[1] - 0.5))
 
 
 class UNetModel(TorchModel):
@@ -183,9 +183,9 @@ class UNetModel(TorchModel):
             tried += 1
             if float(np.mean(aps)) > best[0] + 1e-9:
                 best = (float(np.mean(aps)), fg, seed)
-        self.settings = self.settings.model_copy(update={"foreground_threshold": best[1], "seed_threshold": best[2]})
-        return {"thresholds": {"tuned_ap50": best[0], "foreground_threshold": best[1], "seed_threshold": best[2],
-                               "pairs_tried": tried}}
+        chosen = {"foreground_threshold": best[1], "seed_threshold": best[2]}
+        self.settings = self.settings.model_copy(update=chosen)
+        return {"thresholds": {"tuned_ap50": best[0], **chosen, "pairs_tried": tried}}
 
     # -- prediction --------------------------------------------------------------------------------
     def forward(self, item: np.ndarray, settings: Predict, ctx: JobContext) -> np.ndarray:
@@ -206,7 +206,8 @@ class UNetModel(TorchModel):
                 t = torch.from_numpy(np.ascontiguousarray(batch)).to(dev).contiguous(memory_format=fmt)
                 return averaged(lambda v: torch.softmax(net(v).float(), 1), t, mode).cpu().numpy()
 
-        tile = settings.tile_size or devices.auto_tile(x.shape[1:], net.multiple, 96 * self.settings.base_width, dev)
+        voxel_bytes = 96 * self.settings.base_width  # activations per input pixel, measured roughly
+        tile = settings.tile_size or devices.auto_tile(x.shape[1:], net.multiple, voxel_bytes, dev)
 
         def run(t, b):
             return predict_tiled(fn, x, _n_outputs(self.settings), t, settings.tile_overlap, net.multiple,
