@@ -105,6 +105,10 @@ class ItemPlan:
     def loop_axes(self) -> str:
         return "".join(a for a in self.axes if a not in self.spatial_axes + "C")
 
+    def where(self, index: tuple[int, ...]) -> str:
+        """The item at ``index`` as people read it: ``"t=3,z=12"`` ("" for a single item)."""
+        return ",".join(f"{a.lower()}={i}" for a, i in zip(self.loop_axes, index))
+
     @property
     def loop_shape(self) -> tuple[int, ...]:
         return tuple(self.shape[self.axes.index(a)] for a in self.loop_axes)

@@ -111,9 +111,9 @@ def from_arrays(
     n_objects = 0
     for idx, target, mask, count in items:
         n_objects += count
-        where = f" at {_where(plan, idx)}" if idx else ""
+        where = f" at {plan.where(idx)}" if idx else ""
         item = as_item(plan.read(image, idx, None), f"image {name!r}{where}")
-        samples.append(Sample(item, target, mask, f"{name}{'[' + _where(plan, idx) + ']' if idx else ''}"))
+        samples.append(Sample(item, target, mask, f"{name}{'[' + plan.where(idx) + ']' if idx else ''}"))
         used.append(dict(zip(plan.loop_axes, map(int, idx))))
     if not samples:
         raise ValueError(
@@ -173,7 +173,7 @@ def annotated_items(labels, plan: ItemPlan, region: np.ndarray | None = None, sc
         raw = plan.read(labels, idx, None)[0]
         if raw.size:
             lo, hi = int(raw.min()), int(raw.max())
-            where = f" at {_where(plan, idx)}" if idx else ""
+            where = f" at {plan.where(idx)}" if idx else ""
             if lo < 0:
                 raise ValueError(f"labels {name!r}{where} hold negative values (down to {lo}); "
                                  "label ids must be 0 (background) or positive")
@@ -197,10 +197,6 @@ def _region_item(region: np.ndarray, plan: ItemPlan, idx: tuple[int, ...], shape
     if region.ndim == len(plan.shape):
         return plan.read(region, idx, np.int64)[0] > 0
     return np.broadcast_to(np.asarray(region) > 0, shape)
-
-
-def _where(plan: ItemPlan, idx: tuple[int, ...]) -> str:
-    return ",".join(f"{a.lower()}={i}" for a, i in zip(plan.loop_axes, idx))
 
 
 def combine(parts: Sequence[TrainingData]) -> TrainingData:

@@ -117,7 +117,7 @@ def predict(
     for k, idx in enumerate(plan.indices()):
         try:
             ctx.check()
-            where = ",".join(f"{a.lower()}={i}" for a, i in zip(plan.loop_axes, idx))
+            where = plan.where(idx)
             item = as_item(plan.read(image, idx, None), "image" + (f" at {where}" if where else ""))
             res = model.predict(item, settings, ctx.span(k, k + 1, n))
         except Cancelled:

@@ -35,7 +35,7 @@ def export_bioimageio(
     path.parent.mkdir(parents=True, exist_ok=True)
     if example is None:
         example = _example_input(model)
-    example = model._pre(model._check_item(example))[0]
+    example = model._pre(model.check_item(example))[0]
     mult = 2 ** model.config.algorithm_config.model.depth
     example = example[(slice(None),) + tuple(slice(0, max(mult, d // mult * mult)) for d in example.shape[1:])]
     title = name or (model.info.name if model.info is not None else model.name)

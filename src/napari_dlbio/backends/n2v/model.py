@@ -13,7 +13,7 @@ import numpy as np
 
 from ...config import PredictSettings, TrainSettings
 from ...jobs import Deadline, JobContext
-from ...normalize import check_image, percentile_bounds
+from ...normalize import percentile_bounds
 from ...store import ModelError, ModelInfo
 from ...training import FitResult
 from ...tta import averaged
@@ -114,18 +114,6 @@ class N2VModel(ModelBase):
         lo, scale = percentile_bounds(item, self.settings.normalization)
         return ((item - lo) / scale).astype(np.float32), lo, scale
 
-    def _check_item(self, item: np.ndarray) -> np.ndarray:
-        item = np.asarray(item, dtype=np.float32)
-        if item.ndim != self.ndim + 1:
-            raise ValueError(
-                f"a {self.ndim}D Noise2Void model takes items (C, {'Z, ' if self.ndim == 3 else ''}Y, X), "
-                f"got shape {item.shape}"
-            )
-        if item.shape[0] != self.n_channels:
-            raise ValueError(f"the model takes {self.n_channels} channel(s), the image has {item.shape[0]}")
-        check_image(item)
-        return item
-
     def predict(self, item: np.ndarray, settings: PredictSettings | None, ctx: JobContext | None = None
                 ) -> dict[str, np.ndarray]:
         import torch
@@ -136,7 +124,7 @@ class N2VModel(ModelBase):
         ctx = ctx or JobContext()
         settings = self.coerce_predict(settings)
         tta = settings.tta
-        item = self._check_item(item)
+        item = self.check_item(item)
         norm = self._normalization()
         pre, lo, scale = self._pre(item)  # a new array: the caller's item is never changed
         x, _ = norm(pre)
@@ -175,7 +163,7 @@ class N2VModel(ModelBase):
             raise ValueError("no training images")
         settings = self.merge_settings(settings)  # fine-tuning keeps the architecture
         for s in train + val:
-            self._check_item(s.image)
+            self.check_item(s.image)
         patch = _fit_patch(settings, [s.image.shape[1:] for s in train + val], self.ndim)
         cfg = self._config(settings, patch)
         deadline = ctx.budget(settings.minutes).before(FIT_SHARE, FIT_RESERVE_S)
@@ -251,7 +239,7 @@ class N2VModel(ModelBase):
         with torch.no_grad():
             for s in samples:
                 ctx.check()
-                x, _ = norm(self._pre(self._check_item(s.image))[0])
+                x, _ = norm(self._pre(self.check_item(s.image))[0])
                 crop = tuple(slice(0, d // mult * mult) for d in x.shape[1:])
                 x = x[(slice(None),) + crop]
                 if min(x.shape[1:]) < mult:

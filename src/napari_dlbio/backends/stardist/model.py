@@ -102,9 +102,7 @@ class StarDistModel(TorchModel):
         except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
             raise ModelError(f"the StarDist model in {folder} cannot be read: {exc}") from exc
         settings = cls.settings_from(info)
-        model = cls(settings, arch, meta.get("thresholds"), meta.get("rays"), info.name, state)
-        model.info = info
-        return model
+        return cls(settings, arch, meta.get("thresholds"), meta.get("rays"), info.name, state)
 
     @classmethod
     def pretrained(cls, name_or_path: str) -> StarDistModel:
