@@ -46,7 +46,8 @@ class UNetModel(TorchModel):
         self.ndim = int(ndim)
         self.info = None
         self.net = self.build_net() if _n_outputs(settings) is not None else None
-        self._weights: dict = {}
+        self._class_w = None  # loss weight per class (numpy), set before each fit
+        self._class_w_on = None  # the same as a tensor on the training device
 
     @classmethod
     def new(cls, settings: Settings, n_channels: int, ndim: int) -> UNetModel:
@@ -83,9 +84,9 @@ class UNetModel(TorchModel):
 
     # -- training: what differs from the shared recipe ------------------------------------------
     def adapt(self, samples: list[Sample]) -> None:
-        top = max(int(smp.target.max()) for smp in samples)
         if not self.semantic:
             return
+        top = max(int(smp.target.max()) for smp in samples)
         if self.net is None:  # a new semantic model: the number of classes comes from the labels
             self.settings = self.settings.model_copy(update={"n_classes": max(top + 1, 2)})
         elif top >= self.n_classes:
@@ -109,7 +110,7 @@ class UNetModel(TorchModel):
         return Sample(percentile_normalize(smp.image, s.normalization), y, valid, smp.source)
 
     def before_fit(self, prepared: list[Sample], rng) -> None:
-        self._weights = {"classes": self._class_weights(prepared)}
+        self._class_w, self._class_w_on = self._class_weights(prepared), None
 
     def _class_weights(self, prepared: list[Sample]) -> np.ndarray:
         s = self.settings
@@ -146,9 +147,9 @@ class UNetModel(TorchModel):
         x, y = batch
         s = self.settings
         dev = x.device
-        w = self._weights.get(dev)
-        if w is None:
-            w = self._weights[dev] = torch.as_tensor(self._weights["classes"], device=dev)
+        if self._class_w_on is None or self._class_w_on.device != dev:
+            self._class_w_on = torch.as_tensor(self._class_w, device=dev)
+        w = self._class_w_on
         with devices.autocast(dev, s.mixed_precision, self.ndim)():
             logits = net(x)
         logits = logits.float()
