@@ -100,7 +100,7 @@ class TorchModel(ModelBase):
         if s.image.ndim != self.ndim + 1:
             raise ValueError(f"sample {s.source!r}: expected a {self.ndim}D item (C, *spatial), "
                              f"got shape {s.image.shape}")
-        if s.image.shape[0] != self.n_channels:
+        if not self.accepts_channels(s.image.shape[0]):
             raise ValueError(f"sample {s.source!r} has {s.image.shape[0]} channel(s), the model takes "
                              f"{self.n_channels}")
         if s.target is not None and s.target.shape != s.image.shape[1:]:

@@ -20,7 +20,6 @@ from ... import device as devices
 from ... import store
 from ...config import TrainSettings
 from ...jobs import JobContext
-from ...normalize import check_image
 from .finetune import CellposeTraining
 from .inputs import prepare_input
 from .locate import WEIGHTS, resolve
@@ -267,15 +266,10 @@ class CellposeModel(CellposeTraining):
         return result
 
     def check_sample(self, s) -> None:
-        if s.image.ndim != 3:
+        if s.image.ndim != 3:  # say why: the network is 2D, Z stacks are for prediction only
             raise ValueError(f"sample {s.source!r}: Cellpose trains on 2D images (C, Y, X), "
                              f"got shape {s.image.shape}")
-        if s.target is None:
-            raise ValueError(f"sample {s.source!r} has no labels; Cellpose needs labels to train")
-        if s.target.shape != s.image.shape[1:]:
-            raise ValueError(f"sample {s.source!r}: labels shape {s.target.shape} differs from the image's "
-                             f"{s.image.shape[1:]}")
-        check_image(s.image, f"image {s.source!r}")
+        super().check_sample(s)
 
     def save_weights(self, folder: Path) -> None:
         """A native Cellpose model file (``CellposeModel(pretrained_model=...)`` reads it)."""
