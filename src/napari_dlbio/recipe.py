@@ -214,7 +214,8 @@ def _tune(model: TorchModel, samples: list[Sample], result: FitResult, ctx: JobC
             raw.append(model.forward(model.check_item(smp.image, predict), predict, inner))
         if raw:
             result.metrics.update(model.tune(raw, samples[:len(raw)], ctx, deadline))
+            result.metrics["thresholds_from"] = "validation" if reuse else "training"
         if reuse:
             result.raw_val = raw
     except Cancelled:
-        result.metrics["tuning"] = "cancelled: previous settings kept"
+        result.metrics["thresholds_from"] = "defaults (cancelled)"

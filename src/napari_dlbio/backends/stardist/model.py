@@ -81,7 +81,6 @@ class StarDistModel(TorchModel):
         self._rays = None
         self._trained = state is not None  # loaded or converted weights are never re-initialised
         self._patch: tuple[int, ...] = ()
-        self._tune_from = "validation"
 
     @classmethod
     def new(cls, settings: Settings, n_channels: int, ndim: int) -> StarDistModel:
@@ -215,7 +214,6 @@ class StarDistModel(TorchModel):
 
     def tuning_samples(self, train, val):
         # Without validation data the training images are better than fixed defaults.
-        self._tune_from = "validation" if val else "training"
         return (val or train[:8]) if self.settings.optimize_thresholds else []
 
     def tune(self, raw: list, samples: list[Sample], ctx: JobContext, deadline) -> dict:
@@ -225,8 +223,7 @@ class StarDistModel(TorchModel):
         trues = [s.target if s.mask is None else np.where(s.mask, s.target, 0) for s in samples]
         best = optimize([(p, d) for p, d, _ in raw], trues, self.arch.grid, self.rays, ctx, deadline=deadline)
         self.thresholds = {"prob": best["prob"], "nms": best["nms"]}
-        return {"prob_thresh": best["prob"], "nms_thresh": best["nms"], "threshold_score": best["score"],
-                "thresholds_from": self._tune_from}
+        return {"prob_thresh": best["prob"], "nms_thresh": best["nms"], "threshold_score": best["score"]}
 
     def fit_metrics(self) -> dict:
         return {"prob_thresh": self.thresholds["prob"], "nms_thresh": self.thresholds["nms"]}
