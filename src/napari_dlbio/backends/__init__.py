@@ -20,7 +20,7 @@ from importlib import metadata
 
 from .base import Backend, BackendSpec, ModelBase
 
-__all__ = ["Backend", "BackendSpec", "ModelBase", "available", "get", "is_available", "names", "register",
+__all__ = ["Backend", "BackendSpec", "ModelBase", "available", "get", "installed_spec", "is_available", "names", "register",
            "spec", "specs", "unregister"]
 
 BUILTIN = (
@@ -90,11 +90,16 @@ def available() -> list[str]:
     return [n for n in specs() if is_available(n)]
 
 
-@lru_cache(maxsize=None)
-def get(name: str) -> Backend:
-    """The backend ``name`` with its model class imported; a clear install hint if a package is missing."""
+def installed_spec(name: str) -> BackendSpec:
+    """The spec of ``name``, whose packages must be installed (ImportError with the install hint)."""
     s = spec(name)
     lacking = missing(name)
     if lacking:
         raise ImportError(f"the {s.title} backend needs {', '.join(lacking)}: {s.install_hint()}")
-    return Backend(s)
+    return s
+
+
+@lru_cache(maxsize=None)
+def get(name: str) -> Backend:
+    """The backend ``name`` with its model class imported; a clear install hint if a package is missing."""
+    return Backend(installed_spec(name))
