@@ -117,10 +117,6 @@ class Deadline:
         self.start = time.monotonic() if start is None else float(start)
         self.seconds = None if minutes is None else float(minutes) * 60.0
 
-    @property
-    def remaining(self) -> float | None:
-        return None if self.seconds is None else self.seconds - self.elapsed
-
     def before(self, fraction: float, at_least: float = 0.0) -> Deadline:
         """A deadline ending earlier: after ``fraction`` of this budget, leaving ``at_least`` s.
 

@@ -46,7 +46,6 @@ class BackendSpec:
     pretrained_hint: str = ""       # example of such a name, shown in the Predict dock
     needs_labels: bool = True       # False: self-supervised (trains on images alone)
     layer_suffix: str | None = None  # outputs named "<image>_<suffix>" (None: "<image>_<model>")
-    description: str = ""
 
     def model_class(self) -> type[ModelBase]:
         if isinstance(self.model, type):

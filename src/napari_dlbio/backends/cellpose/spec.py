@@ -14,5 +14,4 @@ SPEC = BackendSpec(
     extra="cellpose",
     has_pretrained=True,
     pretrained_hint="cpsam",
-    description="Cellpose-SAM (cellpose >= 4): cells and nuclei; fine-tune cpsam or any Cellpose file",
 )

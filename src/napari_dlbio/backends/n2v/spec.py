@@ -16,5 +16,4 @@ SPEC = BackendSpec(
     pretrained_hint="bioimage.io zip or CAREamics checkpoint",
     needs_labels=False,
     layer_suffix="n2v",
-    description="self-supervised denoising (Noise2Void / N2V2 through CAREamics)",
 )

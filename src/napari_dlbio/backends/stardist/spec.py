@@ -14,5 +14,4 @@ SPEC = BackendSpec(
     extra="stardist",
     has_pretrained=True,
     pretrained_hint="2D_versatile_fluo",
-    description="star-convex nuclei, 2D/3D; official models imported from their Keras weights",
 )

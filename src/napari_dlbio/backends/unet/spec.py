@@ -11,5 +11,4 @@ SPEC = BackendSpec(
     Predict=Predict,
     model="napari_dlbio.backends.unet.model:UNetModel",
     requires=("torch",),
-    description="instance (nuclei/cells) or semantic segmentation, 2D/3D; trained here",
 )
