@@ -142,7 +142,7 @@ def run(scenarios: list[str], seconds: float) -> list[dict]:
         pump(app, until=lambda: w.runner.running)
         t1 = time.perf_counter()
         ok = w.outcome is not None
-        rows.append(ticker.stats(name, t0, t1, epochs=len(w.outcome.fit.history) if ok else 0,
+        rows.append(ticker.stats(name, t0, t1, epochs=len(w.outcome.history) if ok else 0,
                                  reports=reports[0], ui_updates=w.runner.n_deliveries - before, ok=ok,
                                  update_ms=(float(np.mean(costs)), float(np.max(costs))) if costs else None))
         w.runner.on_progress = show

@@ -31,6 +31,9 @@ def pytest_collection_modifyitems(config, items):
 def _isolated_store(tmp_path_factory, monkeypatch):
     home = tmp_path_factory.mktemp("dlbio-home")
     monkeypatch.setenv("NAPARI_DLBIO_HOME", str(home))
+    from napari_dlbio.requests import MODELS
+
+    MODELS.clear()  # models loaded in this process (in-process jobs) belong to one test's store
     return home
 
 

@@ -17,6 +17,7 @@ from napari_dlbio._layers import (
     unique_name,
 )
 from napari_dlbio.tasks import Prediction
+from napari_dlbio.requests import ModelRef
 
 
 def fake_layer(data, name="img", scale=None, translate=None, rgb=False):
@@ -55,7 +56,7 @@ def test_prediction_layers_names_dtype_provenance():
         {"labels": np.ones((4, 30, 20), np.int64), "probability": np.zeros((4, 3, 30, 20), np.float32)},
         {"labels": "TYX", "probability": "TCYX"}, model="m1",
     )
-    model = types.SimpleNamespace(backend="unet", info=None, name="m1")
+    model = ModelRef("unet", "m1")
     prov = provenance(model, src)
     (lab,) = prediction_layers(pred, src, prov, extras=False)
     data, meta, kind = lab

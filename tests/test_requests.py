@@ -17,6 +17,7 @@ from napari_dlbio.jobs import JobContext, Progress  # noqa: E402
 from napari_dlbio.requests import (  # noqa: E402
     ImageDone,
     ImageFailed,
+    MODELS,
     ImageStarted,
     ModelLoaded,
     ModelSource,
@@ -44,6 +45,7 @@ def test_train_then_predict_requests():
     request = TrainRequest("unet", LayerSnapshot.from_array("nuclei", img), lab.copy(), settings, "tiny")
     reports: list[Progress] = []
     outcome = request.run(JobContext(reports.append))
+    assert outcome.name == "tiny" and outcome.stopped == "completed" and len(outcome.history) == 2
 
     (info,) = store.list_models()
     assert info.name == "tiny" and info.backend == "unet" and info.path == outcome.path
@@ -56,6 +58,7 @@ def test_train_then_predict_requests():
     bad[3, 3] = np.nan
     images = [LayerSnapshot.from_array("nuclei", img), LayerSnapshot.from_array("bad", bad),
               LayerSnapshot.from_array("movie", movie, axes="TYX")]
+    MODELS.clear()  # as a fresh job process: the model is loaded (the trained one was cached)
     predict = PredictRequest(ModelSource.saved(info), images, backends.spec("unet").Predict(), extras=True)
     events, n = _run(predict.run(JobContext()))
     assert n == 3
@@ -75,8 +78,11 @@ def test_train_then_predict_requests():
     assert meta["metadata"]["napari_dlbio"]["model"] == "tiny"
     assert [m["name"] for _, m, _ in extra] == ["nuclei_tiny_probability"]
 
-    # The loaded model is reused when handed back (the docks' cache): nothing is loaded again.
-    again = PredictRequest(None, images[:1], model=events[0].model)
+    # Events are plain data (no live model: they cross into napari's process); the image's data stays behind.
+    assert events[0].model.name == "tiny" and events[0].model.backend == "unet"
+    assert done.image.data is None and done.image.name == "nuclei"
+    # The loaded model stays in the job's process (MODELS): the next request loads nothing.
+    again = PredictRequest(ModelSource.saved(info), images[:1])
     events, _ = _run(again.run(JobContext()))
     assert [type(e) for e in events] == [ImageStarted, ImageDone]
 

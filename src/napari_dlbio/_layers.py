@@ -128,12 +128,14 @@ def _layer_suffix(backend: str | None) -> str | None:
 
 
 def provenance(model, src: LayerSnapshot, settings=None, extra: dict | None = None) -> dict[str, Any]:
-    """Where a result came from, for ``layer.metadata`` (plain JSON-able values)."""
-    info = model.info
+    """Where a result came from, for ``layer.metadata`` (plain JSON-able values).
+
+    ``model``: a :class:`~napari_dlbio.requests.ModelRef` (backend, name, path).
+    """
     out = {
-        "model": info.name if info is not None else (model.name or model.backend),
+        "model": model.name,
         "backend": model.backend,
-        "model_path": str(info.path) if info is not None else None,
+        "model_path": model.path,
         "source_layer": src.name,
         "axes": src.axes,
         "settings": settings.model_dump(mode="json") if settings is not None else {},

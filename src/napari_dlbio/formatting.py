@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .jobs import Cancelled
+from .jobs import Cancelled, JobError
 from .store import ModelError
 
 
@@ -53,6 +53,8 @@ def validation_error(exc: Any) -> str:
 def is_user_error(exc: BaseException) -> bool:
     from pydantic import ValidationError
 
+    if isinstance(exc, JobError):
+        return exc.user
     return isinstance(exc, (ValidationError, *USER_ERRORS))
 
 
@@ -62,6 +64,8 @@ def describe_error(exc: BaseException) -> str:
 
     if isinstance(exc, ValidationError):
         return validation_error(exc)
+    if isinstance(exc, JobError):  # described where it happened (the job process)
+        return str(exc)
     # str() of a KeyError is the key's repr ('name'): unquote that one only, since other
     # messages may end in a quoted value ("expected int, got 'abc'").
     raw = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc

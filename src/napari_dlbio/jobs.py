@@ -20,6 +20,33 @@ class Cancelled(Exception):
     """Raised by :meth:`JobContext.check` once the user asked to stop."""
 
 
+class JobError(Exception):
+    """A job's error as it reaches another process: its message, kind and traceback as text.
+
+    Exceptions of the libraries a job uses (torch, CAREamics...) are not sent as
+    themselves: unpickling them would import those libraries into napari's process.
+    ``user`` says whether the message is written for the user (no traceback shown).
+    """
+
+    def __init__(self, message: str, kind: str = "", user: bool = False, traceback: str = "") -> None:
+        super().__init__(message)
+        self.kind, self.user, self.traceback = kind, user, traceback
+
+    def __reduce__(self):
+        return type(self), (str(self), self.kind, self.user, self.traceback)
+
+
+class WorkerDied(JobError):
+    """The job process ended without finishing its job: a crash, the OOM killer, ``kill -9``, a terminate."""
+
+    def __init__(self, message: str, returncode: int | None = None, last: str = "") -> None:
+        super().__init__(message, "WorkerDied", True)
+        self.returncode, self.last = returncode, last
+
+    def __reduce__(self):
+        return type(self), (str(self), self.returncode, self.last)
+
+
 @dataclass(frozen=True)
 class Progress:
     """One report. ``kind``: ``"step"`` (a batch, a tile, an item), ``"epoch"`` (an epoch

@@ -1,9 +1,16 @@
 """What the docks ask for, as plain data: a training or a prediction job that runs without Qt.
 
 A dock reads its layers and forms into a request on the UI thread (labels are
-copied there, so the user may keep painting while the model trains) and hands
-``request.run`` to its job runner. Tests build the same requests from arrays,
-without a viewer, and run them in the test's thread.
+copied there, so the user may keep painting while the model trains) and submits
+it to an executor (:mod:`napari_dlbio.execution`): the docks' runs in a job
+process. Tests build the same requests from arrays, without a viewer, and run
+them in the test's thread.
+
+Requests and everything their ``run`` yields or returns are plain, picklable
+data (arrays, names, settings): never a live model, so napari's process never
+needs torch to read them. Loaded models stay where the job runs, in
+:data:`MODELS` (a trained model is put there too, so "Predict with this model"
+does not load it again).
 
 :meth:`PredictRequest.run` is a generator: it yields one event per image
 (:class:`ImageStarted`, then :class:`ImageDone` or :class:`ImageFailed`), so a
@@ -13,8 +20,9 @@ not lose the others.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -58,10 +66,13 @@ class TrainRequest:
         )
         return data.combine([part])
 
-    def run(self, ctx: JobContext) -> tasks.TrainOutcome:
+    def run(self, ctx: JobContext) -> TrainSummary:
         ctx.report(0, 1, "reading the annotated slices", kind="info")
-        return tasks.train(self.backend, self.training_data(), self.settings, save_to=self.name, ctx=ctx,
-                           start_from=self.start_from)
+        outcome = tasks.train(self.backend, self.training_data(), self.settings, save_to=self.name, ctx=ctx,
+                              start_from=self.start_from)
+        summary = TrainSummary.of(outcome)
+        MODELS.put(summary.source.key, outcome.model)
+        return summary
 
 
 SourceKind = Literal["saved", "folder", "pretrained"]
@@ -103,10 +114,78 @@ class ModelSource:
         return tasks.load_model(self.path)
 
 
+class ModelCache:
+    """The last ``size`` loaded models by :attr:`ModelSource.key`, in the process that runs jobs.
+
+    Two: enough to switch between two models without reloading; more would hold
+    gigabytes (Cellpose-SAM) for models nobody uses.
+    """
+
+    def __init__(self, size: int = 2) -> None:
+        self.size = size
+        self._models: OrderedDict[tuple, Any] = OrderedDict()
+
+    def get(self, key: tuple) -> Any | None:
+        model = self._models.get(key)
+        if model is not None:
+            self._models.move_to_end(key)
+        return model
+
+    def put(self, key: tuple, model: Any) -> None:
+        self._models[key] = model
+        self._models.move_to_end(key)
+        while len(self._models) > self.size:
+            self._models.popitem(last=False)
+
+    def clear(self) -> None:
+        self._models.clear()
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+
+MODELS = ModelCache()
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """What a result says about its model (provenance, layer names), without the model."""
+
+    backend: str
+    name: str                      # the display name: store name, pretrained name or backend
+    path: str | None = None        # the model folder, for a saved model
+
+    @classmethod
+    def of(cls, model) -> ModelRef:
+        info = model.info
+        return cls(model.backend, model.display_name, str(info.path) if info is not None else None)
+
+
+@dataclass(frozen=True)
+class TrainSummary:
+    """A finished training as plain data: where the model was saved, its metrics and loss history."""
+
+    backend: str
+    name: str
+    path: Path | None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)
+    stopped: str = "completed"
+    source: ModelSource | None = None
+
+    @classmethod
+    def of(cls, outcome: tasks.TrainOutcome) -> TrainSummary:
+        model, fit = outcome.model, outcome.fit
+        info = model.info
+        return cls(model.backend, info.name if info is not None else "", outcome.path, dict(outcome.metrics),
+                   list(fit.history) if fit is not None else [], fit.stopped if fit is not None else "completed",
+                   ModelSource.saved(info) if info is not None else None)
+
+
 @dataclass(frozen=True)
 class ModelLoaded:
     key: tuple
-    model: Any
+    model: ModelRef
 
 
 @dataclass(frozen=True)
@@ -127,39 +206,39 @@ class ImageFailed:
 
 @dataclass(frozen=True)
 class ImageDone:
-    image: LayerSnapshot
+    image: LayerSnapshot           # the source's name and geometry (its data stays behind)
     prediction: tasks.Prediction
-    model: Any
+    model: ModelRef
 
 
 @dataclass
 class PredictRequest:
-    """Apply one model to a batch of images; ``model`` (already loaded) skips loading ``source``."""
+    """Apply one model (loaded from ``source`` unless :data:`MODELS` has it) to a batch of images."""
 
     source: ModelSource | None
     images: list[LayerSnapshot]
     settings: Any = None               # the backend's Predict settings (None: its defaults)
     channels: tuple[int, ...] | None = None
     extras: bool = False               # also output the extra images (probabilities)
-    model: Any = None
 
     def __post_init__(self) -> None:
         if not self.images:
             raise ValueError("tick at least one image layer to predict on")
-        if self.source is None and self.model is None:
+        if self.source is None:
             raise ValueError("choose a saved model or a model folder first (train one in the Train dock)")
         if self.extras and self.settings is not None and "probabilities" in type(self.settings).model_fields:
             # The extra images are the class probabilities: the model computes them only when asked.
             self.settings = self.settings.model_copy(update={"probabilities": True})
 
     def run(self, ctx: JobContext) -> Iterator[ModelLoaded | ImageStarted | ImageFailed | ImageDone]:
-        """Load the model unless given, then predict image after image; returns the number of images."""
-        model = self.model
+        """Load the model unless cached, then predict image after image; returns the number of images."""
+        model = MODELS.get(self.source.key)
         if model is None:
             ctx.report(0, len(self.images), "loading the model", kind="info")
             model = self.source.load()
-            yield ModelLoaded(self.source.key, model)
-        n = len(self.images)
+            MODELS.put(self.source.key, model)
+            yield ModelLoaded(self.source.key, ModelRef.of(model))
+        ref, n = ModelRef.of(model), len(self.images)
         for k, snap in enumerate(self.images):
             ctx.check()
             yield ImageStarted(snap.name, k, n)
@@ -173,7 +252,7 @@ class PredictRequest:
                 continue
             if pred.cancelled:
                 raise Cancelled("cancelled by the user")
-            yield ImageDone(snap, pred, model)
+            yield ImageDone(replace(snap, data=None), pred, ref)
         return n
 
     def layers(self, done: ImageDone, existing: Iterable[str] = ()) -> list[tuple]:

@@ -63,13 +63,12 @@ def test_train_predict_loop(make_napari_viewer, qtbot, nuclei2d, records):
     # The probabilities came along as an image layer with the same geometry (plus a class axis).
     probs = viewer.layers["movie_tiny_probability"]
     assert tuple(probs.scale)[0] == 5.0 and probs.data.shape[-2:] == movie.shape[-2:]
-    # The model was loaded once and is reused.
-    assert len(p._cache) == 1
-    model = next(iter(p._cache.values()))
+    # The model was loaded once (in the dock's job process) and is reused.
+    assert [m.name for m in p.loaded] == ["tiny"]
     p.images.set_checked(["nuclei2d"])
     p.run()
     qtbot.waitUntil(finished(p.runner), timeout=30_000)
-    assert next(iter(p._cache.values())) is model
+    assert [m.name for m in p.loaded] == ["tiny"] and "nuclei2d_tiny [3]" in viewer.layers
 
 
 def test_cancel_training_is_quick_and_keeps_best(make_napari_viewer, qtbot, nuclei2d, records):
@@ -87,7 +86,7 @@ def test_cancel_training_is_quick_and_keeps_best(make_napari_viewer, qtbot, nucl
     w.cancel_btn.click()
     qtbot.waitUntil(finished(w.runner), timeout=10_000)
     assert time.monotonic() - t0 < 2.5
-    assert w.outcome is not None and w.outcome.fit.stopped == "cancelled"
+    assert w.outcome is not None and w.outcome.stopped == "cancelled"
     assert store.list_models()[0].name == "cancelled"
     assert "cancelled" in w.status.text()
 

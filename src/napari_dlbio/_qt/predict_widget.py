@@ -1,8 +1,8 @@
 """The Predict dock: one model, a batch of image layers, one new layer per image.
 
 On Predict the dock reads the layers and the form into a
-:class:`~napari_dlbio.requests.PredictRequest` on the UI thread; a worker loads
-the model (once: it is cached for the next click) and predicts image after
+:class:`~napari_dlbio.requests.PredictRequest` on the UI thread; the job process
+loads the model (once: it keeps it for the next click) and predicts image after
 image, handing each result back to be added as ``<image>_<model>``.
 """
 
@@ -15,23 +15,18 @@ from ..jobs import Cancelled, Progress
 from ..requests import ImageDone, ImageFailed, ImageStarted, ModelLoaded, PredictRequest
 from .predict_boxes import ImagesBox, ModelSourceBox, PredictSettingsBox
 from .results import add_prediction
-from .runner import JobRunner, notify_error, notify_info, warm_up_torch
+from .runner import JobRunner, notify_error, notify_info
 from .widgets import JobControls, scroll_body
-
-# Loaded models kept for the next click: enough to switch between two without reloading.
-_CACHE_SIZE = 2
-
 
 class PredictWidget(QWidget):
     def __init__(self, napari_viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.viewer = napari_viewer
         self.runner = JobRunner(self, on_progress=self._on_progress)
-        warm_up_torch()
-        self._cache: dict[tuple, object] = {}
         self.request: PredictRequest | None = None   # the last run's
         self.added: list = []          # layers added by the last run (for tests and the status line)
         self.errors: list[str] = []    # per-image problems of the last run
+        self.loaded: list = []         # ModelRefs of the models the job process loaded (not cached yet)
         self._current = ""
         self._build()
         self.model_box.backend_changed.connect(self.settings_box.show_backend)
@@ -74,7 +69,7 @@ class PredictWidget(QWidget):
         self.settings_box.show_backend(source.backend)
         settings = self.form.build()
         return PredictRequest(source, self.images_box.snapshots(), settings, self.images_box.channel_choice(),
-                              self.settings_box.extras(source.backend), model=self._cache.get(source.key))
+                              self.settings_box.extras(source.backend))
 
     def run(self) -> None:
         if self.runner.running:
@@ -87,8 +82,8 @@ class PredictWidget(QWidget):
         self.request = request
         self.added, self.errors = [], []
         self._set_running(True)
-        self.status.setText("loading the model…" if request.model is None else "starting…")
-        self.runner.start(request.run, on_done=self._done, on_error=self._failed, on_yield=self._yielded,
+        self.status.setText("starting…")
+        self.runner.start(request, on_done=self._done, on_error=self._failed, on_yield=self._yielded,
                           on_finished=lambda: self._set_running(False))
 
     def cancel(self) -> None:
@@ -97,9 +92,7 @@ class PredictWidget(QWidget):
 
     def _yielded(self, event) -> None:
         if isinstance(event, ModelLoaded):
-            self._cache[event.key] = event.model
-            while len(self._cache) > _CACHE_SIZE:
-                self._cache.pop(next(iter(self._cache)))
+            self.loaded.append(event.model)
         elif isinstance(event, ImageStarted):
             self._current = event.text()
         elif isinstance(event, ImageFailed):

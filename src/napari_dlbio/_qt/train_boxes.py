@@ -288,7 +288,7 @@ class TrainResults(QWidget):
 
     def show_outcome(self, outcome) -> None:
         """The saved history (complete, even if live reports were coalesced) and the metrics."""
-        if outcome.fit is not None and outcome.fit.history:
-            self.plot.set_history(outcome.fit.history)
+        if outcome.history:
+            self.plot.set_history(outcome.history)
         self.metrics.setText(metrics_html(outcome.metrics))
         self.predict_btn.setEnabled(True)

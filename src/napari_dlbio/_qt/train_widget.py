@@ -25,7 +25,7 @@ from ..jobs import Cancelled, Progress
 from ..requests import ImageDone, ImageFailed, PredictRequest, TrainRequest
 from .forms import SettingsBox
 from .results import add_prediction
-from .runner import JobRunner, notify_error, notify_info, warm_up_torch
+from .runner import JobRunner, notify_error, notify_info
 from .train_boxes import ModelBox, TrainingDataBox, TrainResults
 from .widgets import JobControls, scroll_body
 
@@ -37,8 +37,7 @@ class TrainWidget(QWidget):
         super().__init__(parent)
         self.viewer = napari_viewer
         self.runner = JobRunner(self, on_progress=self._on_progress)
-        warm_up_torch()
-        self.outcome = None            # tasks.TrainOutcome of the last run
+        self.outcome = None            # requests.TrainSummary of the last run
         self.trained_on: str | None = None   # its image layer, for "Predict with this model"
         self.predicted: list = []      # layers added by "Predict with this model"
         self._trained_axes = ""
@@ -130,7 +129,7 @@ class TrainWidget(QWidget):
         self._set_running(True)
         self.status.setText("starting…")
         self._reveal(self.plot)
-        self.runner.start(request.run, on_done=self._done, on_error=self._failed,
+        self.runner.start(request, on_done=self._done, on_error=self._failed,
                           on_finished=lambda: self._set_running(False))
 
     def train_request(self) -> TrainRequest:
@@ -165,9 +164,8 @@ class TrainWidget(QWidget):
         self.outcome = outcome
         self.progress.setValue(1000)
         self.results.show_outcome(outcome)
-        how = _STOPPED.get(outcome.fit.stopped if outcome.fit is not None else "", "done")
-        name = outcome.model.info.name if outcome.model.info is not None else ""
-        self.status.setText(f"{how}: saved '{name}' ({duration(time.monotonic() - self._t0)})")
+        how = _STOPPED.get(outcome.stopped, "done")
+        self.status.setText(f"{how}: saved '{outcome.name}' ({duration(time.monotonic() - self._t0)})")
         self.start_from.refresh()
         self.model_box.update_hint()
         self._reveal(self.predict_btn)
@@ -207,12 +205,13 @@ class TrainWidget(QWidget):
 
     # -- predict with the fresh model ---------------------------------------------------------
     def predict_with_model(self) -> None:
-        if self.outcome is None or self.runner.running:
+        if self.outcome is None or self.outcome.source is None or self.runner.running:
             return
-        model = self.outcome.model
+        outcome = self.outcome
         try:
             snap = snapshot(self.viewer.layers[self.trained_on], self._trained_axes)
-            request = PredictRequest(None, [snap], backends.spec(model.backend).Predict(), model=model)
+            # The job process still holds the trained model (its cache): nothing is loaded again.
+            request = PredictRequest(outcome.source, [snap], backends.spec(outcome.backend).Predict())
         except Exception as exc:  # noqa: BLE001 - the layer was removed or changed since training
             notify_error(exc if not isinstance(exc, KeyError) else
                          ValueError(f"the training image layer {self.trained_on!r} is gone"), "Predict")
@@ -222,7 +221,7 @@ class TrainWidget(QWidget):
         self._predicting = True
         self.predict_btn.setEnabled(False)
         self.status.setText("predicting…")
-        self.runner.start(request.run, on_yield=lambda event: self._predicted(request, event),
+        self.runner.start(request, on_yield=lambda event: self._predicted(request, event),
                           on_done=lambda _: self._predict_done(), on_error=self._predict_failed,
                           on_finished=lambda: self._set_running(False))
 

@@ -65,6 +65,11 @@ def register(spec: BackendSpec) -> BackendSpec:
     return spec
 
 
+def registered() -> list[BackendSpec]:
+    """The backends added with :func:`register` (a job process is told about them)."""
+    return list(_registered.values())
+
+
 def unregister(name: str) -> None:
     _registered.pop(name, None)
     get.cache_clear()
