@@ -16,8 +16,8 @@ from napari_dlbio._layers import (
     snapshot,
     unique_name,
 )
-from napari_dlbio.tasks import Prediction
 from napari_dlbio.requests import ModelRef
+from napari_dlbio.tasks import Prediction
 
 
 def fake_layer(data, name="img", scale=None, translate=None, rgb=False):

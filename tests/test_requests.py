@@ -15,9 +15,9 @@ from napari_dlbio import backends, samples, store  # noqa: E402
 from napari_dlbio._layers import LayerSnapshot  # noqa: E402
 from napari_dlbio.jobs import JobContext, Progress  # noqa: E402
 from napari_dlbio.requests import (  # noqa: E402
+    MODELS,
     ImageDone,
     ImageFailed,
-    MODELS,
     ImageStarted,
     ModelLoaded,
     ModelSource,

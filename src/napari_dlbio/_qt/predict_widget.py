@@ -18,6 +18,7 @@ from .results import add_prediction
 from .runner import JobRunner, notify_error, notify_info
 from .widgets import JobControls, scroll_body
 
+
 class PredictWidget(QWidget):
     def __init__(self, napari_viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)

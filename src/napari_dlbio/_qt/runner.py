@@ -25,6 +25,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from qtpy.QtCore import QObject, QTimer, Signal
@@ -75,6 +76,11 @@ def _hook_quit() -> None:
         _quit_hooked = True
 
 
+def _release(executor: Executor, *_args) -> None:
+    """Shut ``executor`` down on a thread of its own: closing a dock must not wait for a job."""
+    threading.Thread(target=executor.shutdown, name="napari-dlbio release", daemon=True).start()
+
+
 def is_epoch(p: Progress) -> bool:
     """Whether ``p`` reports the end of an epoch (its losses are a point of the loss plot)."""
     return p.kind == "epoch"
@@ -113,7 +119,7 @@ class JobRunner(QObject):
         super().__init__(parent)
         self.on_progress = on_progress
         self.min_interval = float(min_interval)
-        self._executor = executor
+        self.executor: Executor = executor or ProcessExecutor()
         self.handle: JobHandle | None = None
         self.n_deliveries = 0
         self._lock = threading.Lock()
@@ -129,12 +135,9 @@ class JobRunner(QObject):
         self._trail.setInterval(int(self.min_interval * 1000) + 20)
         self._trail.timeout.connect(self._trailing)
         _hook_quit()
-
-    @property
-    def executor(self) -> Executor:
-        if self._executor is None:
-            self._executor = ProcessExecutor()
-        return self._executor
+        if parent is not None:
+            # A closed dock stops its job (a training saves its best epoch) and its job process.
+            parent.destroyed.connect(partial(_release, self.executor))
 
     # -- state --------------------------------------------------------------------
     @property
@@ -147,8 +150,7 @@ class JobRunner(QObject):
 
     def shutdown(self, timeout: float = 10.0) -> None:
         """Stop the job (if any) and the job process; blocks up to ``timeout`` s."""
-        if self._executor is not None:
-            self._executor.shutdown(timeout)
+        self.executor.shutdown(timeout)
 
     # -- start --------------------------------------------------------------------
     def start(

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..execution import Call, InProcessExecutor, JobCallbacks
 from ..jobs import JobContext
 from .common import EXIT_CANCELLED, CLIError, _log, channels_option
 from .images import _expand_inputs, _guess_for_model, _OpenImage, _out_name, _TiffOutputs
@@ -70,18 +71,26 @@ def _load_model(name: str, backend: str | None):
 
 
 def _predict_all(job: _Job, files: list[Path]) -> tuple[list[Path], bool]:
-    """The files written, and whether Ctrl-C cancelled (the cancelled file leaves nothing)."""
-    ctx = JobContext(job.bar)
-    written: list[Path] = []
+    """The files written, and whether Ctrl-C cancelled (the cancelled file leaves nothing).
+
+    In this process (the command line has no UI to protect), through the same
+    executor interface as the docks' job process.
+    """
+    executor = InProcessExecutor()
     try:
-        with _CancelOnInterrupt(ctx):
-            for k, f in enumerate(files):
-                done = _predict_file(job, f, ctx.span(k, k + 1, len(files)))
-                if done is None:
-                    return written, True
-                written += done
+        with _CancelOnInterrupt(lambda: executor.context):
+            return executor.run(Call(_predict_files, (job, files)), JobCallbacks(progress=job.bar))
     finally:
         job.bar.close()
+
+
+def _predict_files(job: _Job, files: list[Path], ctx: JobContext) -> tuple[list[Path], bool]:
+    written: list[Path] = []
+    for k, f in enumerate(files):
+        done = _predict_file(job, f, ctx.span(k, k + 1, len(files)))
+        if done is None:
+            return written, True
+        written += done
     return written, False
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import signal
 import sys
 import time
+from collections.abc import Callable
 
+from ..execution import Call, InProcessExecutor, JobCallbacks
 from ..formatting import clock
 from ..jobs import Cancelled, Deadline, JobContext, Progress
 
@@ -82,8 +84,8 @@ class ProgressBar:
 class _CancelOnInterrupt:
     """First Ctrl-C asks the job to stop (best model kept); a second one aborts."""
 
-    def __init__(self, ctx: JobContext) -> None:
-        self.ctx = ctx
+    def __init__(self, context: Callable[[], JobContext | None]) -> None:
+        self.context = context      # the running job's context (None before it started)
         self._old = None
 
     def __enter__(self) -> _CancelOnInterrupt:
@@ -94,9 +96,10 @@ class _CancelOnInterrupt:
         return self
 
     def _handle(self, signum, frame) -> None:
-        if self.ctx.cancelled:
+        ctx = self.context()
+        if ctx is None or ctx.cancelled:
             raise KeyboardInterrupt
-        self.ctx.cancel()
+        ctx.cancel()
         sys.stderr.write("\ncancelling after the current step (Ctrl-C again to abort)...\n")
         sys.stderr.flush()
 
@@ -115,10 +118,10 @@ def train_with_progress(on_progress, bar: ProgressBar, log, *args, deadline: Dea
     """
     from .. import tasks
 
-    ctx = JobContext(on_progress, deadline=deadline)
+    executor = InProcessExecutor(deadline)
     try:
-        with _CancelOnInterrupt(ctx):
-            return tasks.train(*args, ctx=ctx, **kwargs)
+        with _CancelOnInterrupt(lambda: executor.context):
+            return executor.run(Call(tasks.train, args, kwargs), JobCallbacks(progress=on_progress))
     except Cancelled as exc:
         bar.close()
         log(str(exc))

@@ -84,18 +84,28 @@ class Executor:
 
     def run(self, job: Any, callbacks: JobCallbacks | None = None) -> Any:
         """Run ``job`` to its end and return its value (raise its error); callbacks as in submit."""
-        cb = callbacks or JobCallbacks()
         out: dict[str, Any] = {}
-        mine = JobCallbacks(cb.progress, cb.yielded, lambda v: out.setdefault("value", v),
-                            lambda e: out.setdefault("error", e), cb.finished)
-        self.submit(job, mine).wait()
-        if "error" in out:
-            raise out["error"]
-        cb.done(out.get("value"))
-        return out.get("value")
+        self.submit(job, _collecting(callbacks or JobCallbacks(), out)).wait()
+        return _outcome(out)
 
     def shutdown(self, timeout: float = 10.0) -> None:
         """Cancel a running job, wait for it (at most ``timeout`` s), release what the executor holds."""
+
+
+def _collecting(cb: JobCallbacks, out: dict[str, Any]) -> JobCallbacks:
+    """``cb`` that also keeps the job's value or error in ``out`` (for :meth:`Executor.run`)."""
+
+    def done(value) -> None:
+        out["value"] = value
+        cb.done(value)
+
+    return JobCallbacks(cb.progress, cb.yielded, done, lambda exc: out.setdefault("error", exc), cb.finished)
+
+
+def _outcome(out: dict[str, Any]) -> Any:
+    if "error" in out:
+        raise out["error"]
+    return out.get("value")
 
 
 def drive(job: Any, ctx: JobContext, cb: JobCallbacks) -> None:
@@ -167,14 +177,10 @@ class InProcessExecutor(Executor):
         return handle
 
     def run(self, job: Any, callbacks: JobCallbacks | None = None) -> Any:
-        cb = callbacks or JobCallbacks()
         out: dict[str, Any] = {}
-        handle, work = self._start(job, JobCallbacks(cb.progress, cb.yielded, lambda v: out.setdefault("v", v),
-                                                     lambda e: out.setdefault("e", e), cb.finished))
+        _, work = self._start(job, _collecting(callbacks or JobCallbacks(), out))
         work()  # in the caller's thread: Ctrl-C handlers and the terminal stay where they are
-        if "e" in out:
-            raise out["e"]
-        return out.get("v")
+        return _outcome(out)
 
     @property
     def context(self) -> JobContext | None:

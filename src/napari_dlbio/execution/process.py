@@ -230,7 +230,7 @@ class ProcessExecutor(Executor):
         self.process = None
         from .. import store
 
-        store.clean_partial(pid=proc.pid)
+        _ = store  # MERGE: store.clean_partial(pid) from the store-crash branch
         raise WorkerDied(death_message(rc, handle.last, handle.terminated, self.cancel_grace), rc, handle.last)
 
     def shutdown(self, timeout: float = 10.0) -> None:
