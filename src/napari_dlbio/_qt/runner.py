@@ -179,16 +179,17 @@ class JobRunner(QObject):
     def _callbacks(self, relay: _Relay) -> JobCallbacks:
         """The executor's callbacks (its thread) -> queued signals to the UI thread."""
 
-        def emit(signal, *args) -> None:
+        def emit(send: Callable[[], None]) -> None:
             try:
-                signal.emit(*args)
+                send()
             except RuntimeError:  # the dock was closed while the job ran: nobody to tell
                 self._orphaned()
 
-        return JobCallbacks(progress=self._from_worker, yielded=lambda item: emit(relay.yielded, item),
-                            done=lambda res: emit(relay.returned, res),
-                            failed=lambda exc: emit(relay.returned, _Failed(exc)),
-                            finished=lambda: emit(relay.finished))
+        return JobCallbacks(progress=self._from_worker,
+                            yielded=lambda item: emit(lambda: relay.yielded.emit(item)),
+                            done=lambda res: emit(lambda: relay.returned.emit(res)),
+                            failed=lambda exc: emit(lambda: relay.returned.emit(_Failed(exc))),
+                            finished=lambda: emit(lambda: relay.finished.emit()))
 
     def _orphaned(self) -> None:
         handle = self.handle
