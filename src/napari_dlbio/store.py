@@ -2,20 +2,25 @@
 
 ``model.json`` records everything needed to reuse and to trust a model: the
 backend, its validated settings, axes and normalisation, where the training data
-came from, validation metrics, package versions and the date. Folders are written
-under a temporary name and renamed at the end, so a cancelled or failed save never
-leaves a half-written model behind.
+came from, validation metrics, package versions and the date.
+
+Saving survives ``kill -9`` at any moment (see :func:`save` and :func:`clean_partial`):
+a folder visible under a model's name is always a complete version, and an
+interrupted overwrite leaves the previous version findable under its name.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import os
 import platform
 import re
 import shutil
+import socket
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -26,6 +31,19 @@ FORMAT = "napari-dlbio-model"
 FORMAT_VERSION = 1
 META_FILE = "model.json"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+# A save writes into ``.NAME.tmp-HOST-PID-XXXXXXXX`` next to the model. HOST (a hash of
+# the host name) and PID say who owns it, so a lookup in another process (or on another
+# machine sharing the folder) can tell a running save from one that was killed.
+_HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+_TMP_RE = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<host>[0-9a-f]{8})-(?P<pid>[0-9]+)-[a-z0-9_]{8}$")
+# Saves of releases before this scheme wrote ``.NAME.XXXXXXXX`` (no owner): removed by age only.
+_LEGACY_TMP_RE = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}$")
+# An owner we cannot ask (another host, Windows, a PID reused since) is presumed dead after
+# this long: writing weights takes minutes at most, and a temp that holds model.json is
+# milliseconds from its renames (if a suspended save wakes up later, it fails cleanly).
+_WRITING_STALE_S = 6 * 3600
+_WRITTEN_STALE_S = 60
 
 
 class ModelError(Exception):
@@ -91,6 +109,8 @@ class ModelInfo:
 def read_info(folder: str | Path) -> ModelInfo:
     """Read and check ``model.json``; a missing, corrupt or foreign folder is a clear error."""
     folder = Path(folder).expanduser()
+    if not folder.exists() and folder.name:
+        clean_partial(folder.parent, folder.name)  # a save killed mid-swap hid it as .NAME.old
     if not folder.exists():
         raise ModelError(f"model folder not found: {folder}")
     if not folder.is_dir():
@@ -135,13 +155,17 @@ def read_info(folder: str | Path) -> ModelInfo:
 
 
 def resolve(name_or_path: str | Path) -> Path:
-    """A model folder from a store name or a path."""
+    """A model folder from a store name or a path (after recovering an interrupted save of it)."""
     p = Path(name_or_path).expanduser()
+    if not p.exists() and p.name and _looks_like_path(str(name_or_path)):
+        clean_partial(p.parent, p.name)
     if p.exists():
         return p
     candidate = store_root() / str(name_or_path)
-    if _NAME_RE.match(str(name_or_path)) and candidate.exists():
-        return candidate
+    if _NAME_RE.match(str(name_or_path)):
+        clean_partial(store_root(), str(name_or_path))
+        if candidate.exists():
+            return candidate
     known = ", ".join(i.name for i in list_models()) or "none yet"
     raise ModelError(f"no model named or at {name_or_path!r} (models in {store_root()}: {known})")
 
@@ -163,6 +187,7 @@ def list_models(root: Path | None = None) -> list[ModelInfo]:
     root = root or store_root()
     if not root.is_dir():
         return []
+    clean_partial(root)
     infos = []
     for d in sorted(root.iterdir()):
         if d.is_dir() and not d.name.startswith("."):
@@ -184,9 +209,13 @@ def check_name(name: str) -> str:
 def destination(name_or_path: str | Path) -> Path:
     """Where ``save`` will write: a bare name goes into the store, a path is used as is."""
     s = str(name_or_path)
-    if os.sep in s or "/" in s or s.startswith("~") or s.startswith("."):
+    if _looks_like_path(s):
         return Path(s).expanduser()
     return store_root() / check_name(s)
+
+
+def _looks_like_path(s: str) -> bool:
+    return os.sep in s or "/" in s or s.startswith(("~", "."))
 
 
 def save(
@@ -195,33 +224,187 @@ def save(
     dest: str | Path,
     overwrite: bool = True,
 ) -> Path:
-    """Write weights and ``model.json`` atomically into ``dest`` and return it."""
+    """Write weights and ``model.json`` into ``dest`` and return it; a kill at any moment
+    leaves either the previous version or the new one under the name, never a mix.
+
+    The scheme: everything is written into a temp folder (model.json last, all fsync'd),
+    then ``dest -> .NAME.old``, ``temp -> dest``, ``.NAME.old`` removed. A kill between
+    the two renames leaves only ``.NAME.old``; :func:`clean_partial`, run by every save
+    and lookup, renames it back. A temp is never promoted: an unfinished save is lost.
+    """
     dest = destination(dest)
+    clean_partial(dest.parent, dest.name)  # put back a version an earlier killed save hid
     if dest.exists() and not overwrite:
         raise ModelError(f"{dest} exists; choose another name")
     if dest.exists() and not (dest / META_FILE).is_file() and any(dest.iterdir()):
         raise ModelError(f"{dest} exists and is not a napari-dlbio model; refusing to overwrite it")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    prefix = f".{dest.name}.tmp-{_HOST}-{os.getpid()}-"
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=dest.parent))
     try:
         write_weights(tmp)
         info.name = dest.name
         info.path = dest
         info.created = info.created or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         info.versions = {**package_versions(), **info.versions}
-        (tmp / META_FILE).write_text(json.dumps(info.to_json(), indent=2, default=_json_default))
-        if dest.exists():
-            old = dest.with_name(f".{dest.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            dest.rename(old)
-            tmp.rename(dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(dest)
+        _write_last(tmp, json.dumps(info.to_json(), indent=2, default=_json_default))
+        _swap_in(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        clean_partial(dest.parent, dest.name)  # a failed swap puts the previous version back
         raise
     return dest
+
+
+def _write_last(tmp: Path, meta: str) -> None:
+    """Make the weights durable, then write model.json: a folder with a readable
+    model.json is complete, even after a power cut."""
+    for path in tmp.rglob("*"):
+        if path.is_file() or path.is_dir():  # files' data and sub-folders' entries
+            _fsync(path)
+    with open(tmp / META_FILE, "w") as fh:
+        fh.write(meta)
+        fh.flush()
+        os.fsync(fh.fileno())
+    _fsync(tmp)
+
+
+def _swap_in(tmp: Path, dest: Path) -> None:
+    if not dest.exists():
+        tmp.rename(dest)
+        _fsync(dest.parent)
+        return
+    old = _old_of(dest)
+    _discard(old)  # a leftover of a completed swap that nobody could remove yet
+    dest.rename(old)
+    tmp.rename(dest)
+    # The new name must be on disk before the previous version goes.
+    _fsync(dest.parent)
+    _discard(old)
+
+
+def _old_of(dest: Path) -> Path:
+    return dest.with_name(f".{dest.name}.old")
+
+
+def _discard(old: Path) -> None:
+    """Remove a ``.NAME.old``, model.json first, so a removal cut short never leaves a
+    folder that recovery would take for a complete previous version."""
+    try:
+        (old / META_FILE).unlink()
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file or a folder's entries to disk. Windows cannot open folders (NTFS
+    journals renames itself) and fsyncs only handles open for writing."""
+    if os.name == "nt":
+        if path.is_dir():
+            return
+        flags = os.O_RDWR
+    else:
+        flags = os.O_RDONLY
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def clean_partial(root: Path | None = None, name: str | None = None, dead_pid: int | None = None) -> list[Path]:
+    """Finish what interrupted saves left in ``root`` (the store by default), for every
+    model or only ``name``; return the hidden folders removed or renamed back.
+
+    Removes temp folders whose owner is gone (same host and PID not alive; an owner it
+    cannot ask is presumed gone after 6 hours, or a minute once the temp holds model.json)
+    and, once no save of that name is running, resolves ``.NAME.old``:
+    without ``NAME`` and complete (readable model.json) it is renamed back to ``NAME``
+    (the swap was cut short); otherwise the swap completed and it is removed.
+    ``dead_pid``: a process of this host the caller knows is dead (e.g. a killed job, even
+    one not yet reaped); its temps go whatever its PID looks like now. Saves and lookups call
+    this, so users never need to.
+    """
+    root = Path(root) if root is not None else store_root()
+    try:
+        entries = os.listdir(root)
+    except OSError:
+        return []
+    legacy = root == store_root()
+    temps: dict[str, list[tuple[Path, str | None, int | None]]] = {}
+    olds = set()
+    for entry in entries:
+        m = _TMP_RE.match(entry) or (legacy and _LEGACY_TMP_RE.match(entry))
+        if m and (root / entry).is_dir():
+            owner = (m["host"], int(m["pid"])) if m.re is _TMP_RE else (None, None)
+            temps.setdefault(m["name"], []).append((root / entry, *owner))
+        elif entry.startswith(".") and entry.endswith(".old") and len(entry) > 5:
+            olds.add(entry[1:-4])
+    names = (olds | temps.keys()) if name is None else {name} & (olds | temps.keys())
+    done: list[Path] = []
+    for n in sorted(names):
+        done += _recover(root, n, temps.get(n, []), dead_pid)
+    return done
+
+
+def _recover(root: Path, name: str, temps: list, dead_pid: int | None) -> list[Path]:
+    """Each step is a rename or a removal that a later run repeats, so a kill during
+    recovery itself is harmless."""
+    done, running = [], False
+    for tmp, host, pid in temps:
+        if _stale(tmp, host, pid, dead_pid):
+            shutil.rmtree(tmp, ignore_errors=True)
+            done.append(tmp)
+        else:
+            running = True
+    dest = root / name
+    old = _old_of(dest)
+    # A running save may be between its two renames: its .old is not ours to judge.
+    if running or not old.is_dir():
+        return done
+    if not dest.exists() and _complete(old):
+        try:
+            old.rename(dest)
+        except OSError:
+            return done  # someone else restored or wrote it meanwhile
+        _fsync(root)
+    else:
+        _discard(old)
+    return [*done, old]
+
+
+def _complete(folder: Path) -> bool:
+    try:
+        read_info(folder)
+    except ModelError:
+        return False
+    return True
+
+
+def _stale(tmp: Path, host: str | None, pid: int | None, dead_pid: int | None) -> bool:
+    if host == _HOST and pid is not None and (pid == dead_pid or not _pid_alive(pid)):
+        return True
+    try:
+        age = time.time() - tmp.stat().st_mtime
+    except OSError:
+        return True  # gone already (renamed in or removed by its save): nothing runs there
+    return age > (_WRITTEN_STALE_S if (tmp / META_FILE).is_file() else _WRITING_STALE_S)
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether a process of this host has this PID (a zombie counts as alive)."""
+    if os.name == "nt":
+        return True  # os.kill(pid, 0) would terminate it there: rely on the age instead
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # e.g. another user's process
+    return True
 
 
 def _json_default(o: Any) -> Any:
