@@ -12,6 +12,7 @@ import pytest
 from _jobs import Crash, Echo, Fail, Sleep, Stubborn, Yields
 
 from napari_dlbio.execution import InProcessExecutor, JobCallbacks, ProcessExecutor, shipping
+from napari_dlbio.execution.process import STARTING
 from napari_dlbio.jobs import Cancelled, JobError, WorkerDied
 
 
@@ -24,6 +25,12 @@ def executor():
 
 def _ours() -> list[str]:
     return [p.name for p in shipping.exchange_root().glob(f"napari-dlbio-{os.getpid()}-*")]
+
+
+def _job_report(p, event: threading.Event) -> None:
+    """Set ``event`` at the job's own first report (not the executor's "starting the job process")."""
+    if p.message != STARTING:
+        event.set()
 
 
 def _gone(pid: int, timeout: float = 5.0) -> bool:
@@ -64,8 +71,9 @@ def test_progress_and_cancel(executor):
     first = threading.Event()
 
     def progress(p) -> None:
-        reports.append(p)
-        first.set()
+        if p.message != STARTING:
+            reports.append(p)
+            first.set()
 
     handle = executor.submit(Sleep(60), JobCallbacks(progress=progress))
     assert first.wait(30)
@@ -105,7 +113,7 @@ def test_a_crash_is_reported_and_the_next_job_gets_a_fresh_process(executor, sig
 
 def test_kill_from_outside_while_busy(executor):
     started = threading.Event()
-    handle = executor.submit(Sleep(60), JobCallbacks(progress=lambda p: started.set(),
+    handle = executor.submit(Sleep(60), JobCallbacks(progress=lambda p: _job_report(p, started),
                                                      failed=lambda e: errors.append(e)))
     errors: list = []
     assert started.wait(30)
@@ -122,7 +130,7 @@ def test_a_job_deaf_to_cancel_is_terminated(monkeypatch):
     try:
         errors: list = []
         started = threading.Event()
-        handle = ex.submit(Stubborn(60), JobCallbacks(progress=lambda p: started.set(), failed=errors.append))
+        handle = ex.submit(Stubborn(60), JobCallbacks(progress=lambda p: _job_report(p, started), failed=errors.append))
         assert started.wait(30)
         pid = ex.pid
         t0 = time.monotonic()
@@ -148,7 +156,7 @@ def test_idle_process_exits_and_the_next_job_starts_another():
 def test_shutdown_mid_job_leaves_no_process_or_thread():
     ex = ProcessExecutor()
     started = threading.Event()
-    handle = ex.submit(Sleep(60), JobCallbacks(progress=lambda p: started.set()))
+    handle = ex.submit(Sleep(60), JobCallbacks(progress=lambda p: _job_report(p, started)))
     assert started.wait(30)
     pid = ex.pid
     t0 = time.monotonic()
@@ -165,7 +173,7 @@ def test_in_process_executor_has_the_same_interface():
     got: list = []
     assert ex.run(Yields(2), JobCallbacks(yielded=got.append)) == 2 and len(got) == 2
     started = threading.Event()
-    handle = ex.submit(Sleep(60), JobCallbacks(progress=lambda p: started.set()))
+    handle = ex.submit(Sleep(60), JobCallbacks(progress=lambda p: _job_report(p, started)))
     assert started.wait(5)
     handle.cancel()
     assert handle.wait(5)

@@ -50,6 +50,7 @@ from .base import Executor, JobCallbacks, JobHandle
 CANCEL_GRACE = 10.0   # s a job may take to stop after Cancel before its process is terminated
 KILL_AFTER = 3.0      # s between SIGTERM and SIGKILL
 IDLE = 600.0          # s without a job before the process exits by itself
+STARTING = "starting the job process (it loads torch once)"   # the parent's own report
 POLL = 0.1            # s between looks at the process while waiting for its messages
 
 
@@ -172,15 +173,16 @@ class ProcessExecutor(Executor):
             finally:
                 handle._mark_finished()
 
-    def _ensure(self) -> _Process:
+    def _ensure(self, cb: JobCallbacks) -> _Process:
         if self.process is None or not self.process.alive:
+            cb.progress(Progress(0, None, STARTING, kind="info"))
             self.process = _Process(self.idle)
         return self.process
 
     def _relay(self, data: bytes, cb: JobCallbacks, handle: _Handle) -> None:
         """Send the job and pass its messages on until it has finished (resent once after an idle exit)."""
         for _attempt in range(2):
-            proc = self._ensure()
+            proc = self._ensure(cb)
             handle.process = proc
             proc.send_bytes(data)
             if handle.cancel_requested:
@@ -230,7 +232,7 @@ class ProcessExecutor(Executor):
         self.process = None
         from .. import store
 
-        _ = store  # MERGE: store.clean_partial(pid) from the store-crash branch
+        store.clean_partial(dead_pid=proc.pid)  # the temp folder of a save it was writing
         raise WorkerDied(death_message(rc, handle.last, handle.terminated, self.cancel_grace), rc, handle.last)
 
     def shutdown(self, timeout: float = 10.0) -> None:

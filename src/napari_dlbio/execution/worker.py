@@ -35,17 +35,30 @@ MIN_INTERVAL = 0.1
 
 
 class _Link:
-    """The worker's end of the connection: sends are serialised (job thread and reader)."""
+    """The worker's end of the connection: sends are serialised (job thread and reader).
 
-    def __init__(self, conn: Connection) -> None:
+    When napari's process is gone (it crashed or was killed), sends fail: the link
+    then calls ``on_gone`` once, which cancels the job, so a training still saves
+    its best epoch, and the worker exits.
+    """
+
+    def __init__(self, conn: Connection, on_gone) -> None:
         self.conn = conn
         self.lock = threading.Lock()
         self.folder: Path | None = None
+        self.gone = False
+        self.on_gone = on_gone
 
     def send(self, *msg) -> None:
+        if self.gone:
+            return
         data = shipping.dumps(msg, self.folder or Path("."))
-        with self.lock:
-            self.conn.send_bytes(data)
+        try:
+            with self.lock:
+                self.conn.send_bytes(data)
+        except OSError:
+            self.gone = True
+            self.on_gone()
 
 
 class _Coalescer:
@@ -70,13 +83,20 @@ class _Coalescer:
 
 class Worker:
     def __init__(self, conn: Connection, idle: float) -> None:
-        self.link = _Link(conn)
+        self.link = _Link(conn, self.stop)
         self.idle = idle
         self.jobs: queue.Queue = queue.Queue()
         self.ctx: JobContext | None = None
         self.current = None
         self.cancelled: set[int] = set()   # cancel can arrive before its job starts
         self.quitting = False
+
+    def stop(self) -> None:
+        """Cancel the running job and leave after it (napari quits, or its process is gone)."""
+        self.quitting = True
+        if self.ctx is not None:
+            self.ctx.cancel()
+        self.jobs.put(None)
 
     def read(self) -> None:
         """The reader thread: jobs into the queue, cancel/quit to the running job."""
@@ -94,10 +114,7 @@ class Worker:
                 if self.ctx is not None and self.current == msg[1]:
                     self.ctx.cancel()
             elif msg[0] == "quit":
-                self.quitting = True
-                if self.ctx is not None:
-                    self.ctx.cancel()
-                self.jobs.put(None)
+                self.stop()
                 return
 
     def serve(self) -> None:
