@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from napari_dlbio import store
+from napari_dlbio import _durable, store
 from napari_dlbio.store import ModelError, ModelInfo
 
 _BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "fault_store.py"
@@ -53,7 +53,7 @@ def _model(folder: Path, version="v1", weights=b"w" * 1000) -> Path:
     return folder
 
 
-def _temp(root: Path, name: str, pid: int, host: str = store._HOST, complete=False) -> Path:
+def _temp(root: Path, name: str, pid: int, host: str = _durable.HOST, complete=False) -> Path:
     tmp = root / f".{name}.tmp-{host}-{pid}-abc_1234"
     tmp.mkdir(parents=True)
     (tmp / "weights.bin").write_bytes(b"half")
@@ -106,7 +106,7 @@ def test_temps_of_dead_pids_go_and_of_live_ones_stay():
     foreign = _temp(root, "c", 1, host="0000beef")  # another machine's: only age tells
     assert store.clean_partial() == [dead]
     assert live.is_dir() and foreign.is_dir()
-    old = time.time() - store._WRITING_STALE_S - 60
+    old = time.time() - _durable._WRITING_STALE_S - 60
     os.utime(foreign, (old, old))
     assert store.clean_partial() == [foreign]
     assert live.is_dir()
@@ -130,7 +130,7 @@ def test_legacy_temps_go_by_age_in_the_store_only(tmp_path):
     legacy.mkdir(parents=True)
     young = root / ".n.a1b2c3d4"
     young.mkdir()
-    old = time.time() - store._WRITING_STALE_S - 60
+    old = time.time() - _durable._WRITING_STALE_S - 60
     os.utime(legacy, (old, old))
     elsewhere = tmp_path / ".m.k3j4h5g6"
     elsewhere.mkdir()
@@ -169,14 +169,14 @@ def test_a_failed_swap_puts_the_previous_version_back(tmp_path, monkeypatch):
 
 def test_model_json_is_written_last(tmp_path, monkeypatch):
     seen = []
-    real_fsync = store._fsync
+    real_fsync = _durable.fsync
 
     def fsync(path):
         folder = path if path.is_dir() else path.parent
         seen.append((path.name, (folder / store.META_FILE).exists()))
         real_fsync(path)
 
-    monkeypatch.setattr(store, "_fsync", fsync)
+    monkeypatch.setattr(_durable, "fsync", fsync)
     store.save(_info(), lambda f: (f / "w.bin").write_bytes(b"w"), str(tmp_path / "m"))
     # The weights are on disk before model.json exists; the temp's entries once it does,
     # and the store folder's after the rename.

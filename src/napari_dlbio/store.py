@@ -12,38 +12,25 @@ interrupted overwrite leaves the previous version findable under its name.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
 import platform
 import re
 import shutil
-import socket
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from . import _durable
+
 FORMAT = "napari-dlbio-model"
 FORMAT_VERSION = 1
-META_FILE = "model.json"
+META_FILE = _durable.META_FILE
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
-# A save writes into ``.NAME.tmp-HOST-PID-XXXXXXXX`` next to the model. HOST (a hash of
-# the host name) and PID say who owns it, so a lookup in another process (or on another
-# machine sharing the folder) can tell a running save from one that was killed.
-_HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
-_TMP_RE = re.compile(r"^\.(?P<name>.+)\.tmp-(?P<host>[0-9a-f]{8})-(?P<pid>[0-9]+)-[a-z0-9_]{8}$")
-# Saves of releases before this scheme wrote ``.NAME.XXXXXXXX`` (no owner): removed by age only.
-_LEGACY_TMP_RE = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}$")
-# An owner we cannot ask (another host, Windows, a PID reused since) is presumed dead after
-# this long: writing weights takes minutes at most, and a temp that holds model.json is
-# milliseconds from its renames (if a suspended save wakes up later, it fails cleanly).
-_WRITING_STALE_S = 6 * 3600
-_WRITTEN_STALE_S = 60
 
 
 class ModelError(Exception):
@@ -239,7 +226,7 @@ def save(
     if dest.exists() and not (dest / META_FILE).is_file() and any(dest.iterdir()):
         raise ModelError(f"{dest} exists and is not a napari-dlbio model; refusing to overwrite it")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    prefix = f".{dest.name}.tmp-{_HOST}-{os.getpid()}-"
+    prefix = f".{dest.name}.tmp-{_durable.HOST}-{os.getpid()}-"
     tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=dest.parent))
     try:
         write_weights(tmp)
@@ -247,72 +234,13 @@ def save(
         info.path = dest
         info.created = info.created or _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         info.versions = {**package_versions(), **info.versions}
-        _write_last(tmp, json.dumps(info.to_json(), indent=2, default=_json_default))
-        _swap_in(tmp, dest)
+        _durable.write_last(tmp, json.dumps(info.to_json(), indent=2, default=_json_default))
+        _durable.swap_in(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         clean_partial(dest.parent, dest.name)  # a failed swap puts the previous version back
         raise
     return dest
-
-
-def _write_last(tmp: Path, meta: str) -> None:
-    """Make the weights durable, then write model.json: a folder with a readable
-    model.json is complete, even after a power cut."""
-    for path in tmp.rglob("*"):
-        if path.is_file() or path.is_dir():  # files' data and sub-folders' entries
-            _fsync(path)
-    with open(tmp / META_FILE, "w") as fh:
-        fh.write(meta)
-        fh.flush()
-        os.fsync(fh.fileno())
-    _fsync(tmp)
-
-
-def _swap_in(tmp: Path, dest: Path) -> None:
-    if not dest.exists():
-        tmp.rename(dest)
-        _fsync(dest.parent)
-        return
-    old = _old_of(dest)
-    _discard(old)  # a leftover of a completed swap that nobody could remove yet
-    dest.rename(old)
-    tmp.rename(dest)
-    # The new name must be on disk before the previous version goes.
-    _fsync(dest.parent)
-    _discard(old)
-
-
-def _old_of(dest: Path) -> Path:
-    return dest.with_name(f".{dest.name}.old")
-
-
-def _discard(old: Path) -> None:
-    """Remove a ``.NAME.old``, model.json first, so a removal cut short never leaves a
-    folder that recovery would take for a complete previous version."""
-    try:
-        (old / META_FILE).unlink()
-    except FileNotFoundError:
-        pass
-    except OSError:
-        return
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _fsync(path: Path) -> None:
-    """Flush a file or a folder's entries to disk. Windows cannot open folders (NTFS
-    journals renames itself) and fsyncs only handles open for writing."""
-    if os.name == "nt":
-        if path.is_dir():
-            return
-        flags = os.O_RDWR
-    else:
-        flags = os.O_RDONLY
-    fd = os.open(path, flags)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def clean_partial(root: Path | None = None, name: str | None = None, dead_pid: int | None = None) -> list[Path]:
@@ -337,9 +265,9 @@ def clean_partial(root: Path | None = None, name: str | None = None, dead_pid: i
     temps: dict[str, list[tuple[Path, str | None, int | None]]] = {}
     olds = set()
     for entry in entries:
-        m = _TMP_RE.match(entry) or (legacy and _LEGACY_TMP_RE.match(entry))
+        m = _durable.TMP_RE.match(entry) or (legacy and _durable.LEGACY_TMP_RE.match(entry))
         if m and (root / entry).is_dir():
-            owner = (m["host"], int(m["pid"])) if m.re is _TMP_RE else (None, None)
+            owner = (m["host"], int(m["pid"])) if m.re is _durable.TMP_RE else (None, None)
             temps.setdefault(m["name"], []).append((root / entry, *owner))
         elif entry.startswith(".") and entry.endswith(".old") and len(entry) > 5:
             olds.add(entry[1:-4])
@@ -355,13 +283,13 @@ def _recover(root: Path, name: str, temps: list, dead_pid: int | None) -> list[P
     recovery itself is harmless."""
     done, running = [], False
     for tmp, host, pid in temps:
-        if _stale(tmp, host, pid, dead_pid):
+        if _durable.stale(tmp, host, pid, dead_pid):
             shutil.rmtree(tmp, ignore_errors=True)
             done.append(tmp)
         else:
             running = True
     dest = root / name
-    old = _old_of(dest)
+    old = _durable.old_of(dest)
     # A running save may be between its two renames: its .old is not ours to judge.
     if running or not old.is_dir():
         return done
@@ -370,9 +298,9 @@ def _recover(root: Path, name: str, temps: list, dead_pid: int | None) -> list[P
             old.rename(dest)
         except OSError:
             return done  # someone else restored or wrote it meanwhile
-        _fsync(root)
+        _durable.fsync(root)
     else:
-        _discard(old)
+        _durable.discard(old)
     return [*done, old]
 
 
@@ -381,29 +309,6 @@ def _complete(folder: Path) -> bool:
         read_info(folder)
     except ModelError:
         return False
-    return True
-
-
-def _stale(tmp: Path, host: str | None, pid: int | None, dead_pid: int | None) -> bool:
-    if host == _HOST and pid is not None and (pid == dead_pid or not _pid_alive(pid)):
-        return True
-    try:
-        age = time.time() - tmp.stat().st_mtime
-    except OSError:
-        return True  # gone already (renamed in or removed by its save): nothing runs there
-    return age > (_WRITTEN_STALE_S if (tmp / META_FILE).is_file() else _WRITING_STALE_S)
-
-
-def _pid_alive(pid: int) -> bool:
-    """Whether a process of this host has this PID (a zombie counts as alive)."""
-    if os.name == "nt":
-        return True  # os.kill(pid, 0) would terminate it there: rely on the age instead
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # e.g. another user's process
     return True
 
 
