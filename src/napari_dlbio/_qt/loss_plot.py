@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from qtpy.QtCore import QPointF, QRectF, Qt
-from qtpy.QtGui import QColor, QFont, QPainter, QPainterPath, QPen
+from qtpy.QtCore import QEvent, QPointF, QRectF, Qt
+from qtpy.QtGui import QColor, QFont, QPainter, QPainterPath, QPen, QPixmap
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
 TRAIN_COLOR = QColor(80, 160, 255)
@@ -21,6 +21,7 @@ class LossPlot(QWidget):
         self.train: list[tuple[float, float]] = []
         self.val: list[tuple[float, float]] = []
         self.best_epoch: int | None = None
+        self._picture: QPixmap | None = None  # the last drawing; None when it must be redrawn
         self.setMinimumHeight(150)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         self.setToolTip("Loss per epoch: training (blue) and validation (orange); lower is better")
@@ -28,27 +29,67 @@ class LossPlot(QWidget):
     # -- data -------------------------------------------------------------------------
     def clear(self) -> None:
         self.train, self.val, self.best_epoch = [], [], None
-        self.update()
+        self._changed()
 
     def add(self, epoch: float, train: float | None = None, val: float | None = None) -> None:
-        if train is not None and math.isfinite(train):
-            self.train.append((float(epoch), float(train)))
-        if val is not None and math.isfinite(val):
-            self.val.append((float(epoch), float(val)))
-        self.update()
+        self.extend([(epoch, train, val)])
+
+    def extend(self, points) -> None:
+        """Add ``(epoch, train, val)`` points (a loss may be None); one repaint for all of them."""
+        added = False
+        for epoch, train, val in points:
+            for series, v in ((self.train, train), (self.val, val)):
+                if v is not None and math.isfinite(v):
+                    series.append((float(epoch), float(v)))
+                    added = True
+        if added:
+            self._changed()
 
     def set_history(self, history: list[dict]) -> None:
         self.train, self.val = [], []
-        for h in history:
-            self.add(h.get("epoch", len(self.train) + 1), h.get("train_loss"), h.get("val_loss"))
+        self.extend([(h.get("epoch", k + 1), h.get("train_loss"), h.get("val_loss"))
+                     for k, h in enumerate(history)])
+        self._changed()  # also for an empty history, which extend() leaves alone
 
     @property
     def n_points(self) -> int:
         return len(self.train) + len(self.val)
 
+    def _changed(self) -> None:
+        self._picture = None
+        self.update()
+
     # -- drawing ---------------------------------------------------------------------
-    def paintEvent(self, event) -> None:  # noqa: N802 - Qt name
+    def resizeEvent(self, event) -> None:
+        self._picture = None
+        super().resizeEvent(event)
+
+    def changeEvent(self, event) -> None:
+        if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.FontChange, QEvent.Type.StyleChange):
+            self._picture = None  # the colors and the font are drawn into the picture
+        super().changeEvent(event)
+
+    def paintEvent(self, event) -> None:
+        """The plot drawn once per change of data, size or style, and copied from then on.
+
+        Other repaints (a tooltip or the scroll area uncovering it, the dock's
+        neighbours) then cost a copy, not the axes, ticks, curves and legend again.
+        """
+        if self.width() <= 0 or self.height() <= 0:
+            return
+        dpr = self.devicePixelRatioF()
+        if self._picture is None or self._picture.devicePixelRatio() != dpr:
+            self._picture = QPixmap(self.size() * dpr)
+            self._picture.setDevicePixelRatio(dpr)
+            self._picture.fill(Qt.GlobalColor.transparent)
+            p = QPainter(self._picture)
+            self._draw(p)
+            p.end()
         p = QPainter(self)
+        p.drawPixmap(0, 0, self._picture)
+        p.end()
+
+    def _draw(self, p: QPainter) -> None:
         p.setRenderHint(QPainter.RenderHint.Antialiasing)
         pal = self.palette()
         fg = pal.color(pal.ColorRole.WindowText)
@@ -59,7 +100,6 @@ class LossPlot(QWidget):
         p.setPen(QPen(fg))
         if not self.train and not self.val:
             p.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter, "loss per epoch appears here during training")
-            p.end()
             return
         left, right, top, bottom = fm.horizontalAdvance("0.0000") + 8, 10, fm.height() + 6, fm.height() + 8
         area = QRectF(left, top, max(10, self.width() - left - right), max(10, self.height() - top - bottom))
@@ -68,7 +108,6 @@ class LossPlot(QWidget):
         for series, color in ((self.train, TRAIN_COLOR), (self.val, VAL_COLOR)):
             _draw_series(p, scale, series, color)
         self._draw_legend(p, scale, fg, left)
-        p.end()
 
     def _draw_axes(self, p: QPainter, scale: _Scale, fg: QColor, left: float) -> None:
         """Grid and tick labels (round numbers on a linear axis, 2 digits on a log axis), frame, epochs."""

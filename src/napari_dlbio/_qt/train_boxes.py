@@ -283,8 +283,9 @@ class TrainResults(QWidget):
         self.predict_btn.setEnabled(False)
 
     def add_epochs(self, reports) -> None:
-        for e in reports:
-            self.plot.add(e.metrics["epoch"], e.metrics.get("train_loss"), e.metrics.get("val_loss"))
+        # All of a delivery's epochs at once: one repaint of the plot, and none when there are none.
+        self.plot.extend([(e.metrics["epoch"], e.metrics.get("train_loss"), e.metrics.get("val_loss"))
+                          for e in reports])
 
     def show_outcome(self, outcome) -> None:
         """The saved history (complete, even if live reports were coalesced) and the metrics."""
