@@ -34,6 +34,11 @@ def test_job_process_killed_during_training(make_napari_viewer, qtbot, nuclei2d,
     w.name.setText("killed")
     w.train()
     qtbot.waitUntil(lambda: w.plot.n_points >= 2, timeout=60_000)   # an epoch is done: training runs
+    # The job has its bar in napari's activity dock, named after the model.
+    from napari.utils import progress
+
+    bar = w.runner.activity
+    assert bar is not None and bar.desc.startswith("Training killed") and bar._bar in progress._all_instances
     pid = w.runner.executor.pid
     os.kill(pid, signal.SIGKILL)
     qtbot.waitUntil(finished(w.runner), timeout=15_000)
@@ -41,6 +46,7 @@ def test_job_process_killed_during_training(make_napari_viewer, qtbot, nuclei2d,
     (msg,) = [e for e in records.errors if "SIGKILL" in e]
     assert msg.startswith("Training failed: the job process was killed") and "last saved model is kept" in msg
     assert "SIGKILL" in w.status.text() and w.train_btn.isEnabled()
+    assert w.runner.activity is None and bar.closed and bar._bar not in progress._all_instances
     assert _unchanged(viewer, before)
     assert store.list_models() == [] and not list(store.store_root().glob(".killed*"))
 

@@ -56,7 +56,8 @@ class ActivityBar:
                 # tqdm counts up by increments; a negative one moves the bar back.
                 self._bar.update(value - self.value)
                 self.value = value
-        if message != self.message:
+        # napari's bar ran the event loop just now: the job may have ended (closed) meanwhile.
+        if message != self.message and not self._closed:
             self.message = message
             self._bar.set_description(_description(self.desc, message))
 

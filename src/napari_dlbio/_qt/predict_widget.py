@@ -85,7 +85,8 @@ class PredictWidget(QWidget):
         self._set_running(True)
         self.status.setText("starting…")
         self.runner.start(request, on_done=self._done, on_error=self._failed, on_yield=self._yielded,
-                          on_finished=lambda: self._set_running(False))
+                          on_finished=lambda: self._set_running(False),
+                          activity=f"Predicting {len(request.images)} image(s)")
 
     def cancel(self) -> None:
         self.runner.cancel()

@@ -4,11 +4,13 @@ The job is submitted to a :class:`~napari_dlbio.execution.ProcessExecutor`
 (why a process: see :mod:`napari_dlbio.execution.process`); its callbacks run
 on the executor's link thread, which stores the newest report and *pokes* the
 UI through a Qt signal (queued across threads, so thread-safe). Pokes are
-coalesced to at most ``1 / min_interval`` (10) per second; the job process
-already coalesces step reports, so this only guards against bursts. Nothing is
-lost: the UI always reads the newest report, epoch reports (the loss-plot
-points) are queued and delivered all, and a trailing check shows the last
-report of a burst.
+coalesced to at most ``1 / min_interval`` (4) per second: in a napari window
+every repaint of any widget recomposes the whole window with its OpenGL canvas
+(about 15 ms on a software-rendered display), so the number of updates, not
+their content, is what costs. Nothing is lost: the UI always reads the newest
+report, epoch reports (the loss-plot points) are queued and delivered all
+together, and a trailing check shows the last report of a burst. Each job also
+has a bar in napari's activity dock (:class:`~.activity.ActivityBar`).
 
 Errors never escape as bare tracebacks: the job's exception (as text, from the
 job process) is shown as a napari notification with a readable message; a job
@@ -33,6 +35,7 @@ from qtpy.QtCore import QObject, QTimer, Signal
 from ..execution import Executor, JobCallbacks, JobHandle, ProcessExecutor, shutdown_all
 from ..formatting import describe_error, is_user_error
 from ..jobs import JobError, Progress
+from .activity import ActivityBar
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +116,7 @@ class JobRunner(QObject):
         self,
         parent: QObject | None = None,
         on_progress: Callable[[Progress, list[Progress]], None] | None = None,
-        min_interval: float = 0.1,
+        min_interval: float = 0.25,
         executor: Executor | None = None,
     ) -> None:
         super().__init__(parent)
@@ -121,6 +124,7 @@ class JobRunner(QObject):
         self.min_interval = float(min_interval)
         self.executor: Executor = executor or ProcessExecutor()
         self.handle: JobHandle | None = None
+        self.activity: ActivityBar | None = None   # the running job's bar in napari's activity dock
         self.n_deliveries = 0
         self._lock = threading.Lock()
         self._latest: Progress | None = None
@@ -160,10 +164,16 @@ class JobRunner(QObject):
         on_error: Callable[[BaseException], None] | None = None,
         on_yield: Callable[[Any], None] | None = None,
         on_finished: Callable[[], None] | None = None,
+        activity: str = "napari-dlbio job",
     ) -> JobHandle:
-        """Submit ``job`` (a request with ``run(ctx)``); a generator job may yield partial results."""
+        """Submit ``job`` (a request with ``run(ctx)``); a generator job may yield partial results.
+
+        ``activity``: the title of the job's bar in napari's activity dock.
+        """
         if self.running:
             raise RuntimeError("a job is already running")
+        self._close_activity()
+        self.activity = ActivityBar(activity)
         with self._lock:
             self._latest = self._shown = None
             self._events = []
@@ -208,6 +218,7 @@ class JobRunner(QObject):
 
     def _finished(self, relay: _Relay, on_finished) -> None:
         self._trail.stop()
+        self._close_activity()
         self.handle = None
         relay.deleteLater()
         if on_finished is not None:
@@ -219,11 +230,10 @@ class JobRunner(QObject):
         now = time.monotonic()
         with self._lock:
             self._latest = p
-            # Epoch reports are the loss plot's points: every one is kept and delivered at once.
-            important = is_epoch(p)
-            if important:
+            # Epoch reports are the loss plot's points: every one is kept (delivered with the next poke).
+            if is_epoch(p):
                 self._events.append(p)
-            if self._pending or (not important and now - self._last_poke < self.min_interval):
+            if self._pending or now - self._last_poke < self.min_interval:
                 return
             self._pending = True
             self._last_poke = now
@@ -245,6 +255,13 @@ class JobRunner(QObject):
         if fresh:
             # The last report of a burst may have been coalesced away: look again soon.
             self._trail.start()
+            if self.activity is not None:  # last: napari's bar runs the event loop inside update()
+                self.activity.update(p.fraction, p.message)
+
+    def _close_activity(self) -> None:
+        if self.activity is not None:
+            self.activity.close()
+            self.activity = None
 
     def _trailing(self) -> None:
         with self._lock:

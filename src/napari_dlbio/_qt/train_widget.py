@@ -130,6 +130,7 @@ class TrainWidget(QWidget):
         self.status.setText("starting…")
         self._reveal(self.plot)
         self.runner.start(request, on_done=self._done, on_error=self._failed,
+                          activity=f"Training {request.name} ({backends.spec(request.backend).title})",
                           on_finished=lambda: self._set_running(False))
 
     def train_request(self) -> TrainRequest:
@@ -222,6 +223,7 @@ class TrainWidget(QWidget):
         self.predict_btn.setEnabled(False)
         self.status.setText("predicting…")
         self.runner.start(request, on_yield=lambda event: self._predicted(request, event),
+                          activity=f"Predicting with {outcome.name}",
                           on_done=lambda _: self._predict_done(), on_error=self._predict_failed,
                           on_finished=lambda: self._set_running(False))
 
