@@ -179,3 +179,9 @@ def test_in_process_executor_has_the_same_interface():
     assert handle.wait(5)
     with pytest.raises(RuntimeError, match="boom"):
         ex.run(Fail())
+
+
+def test_a_process_killed_while_idle_is_replaced_for_the_next_job(executor):
+    pid = executor.run(Echo(np.zeros(3)))["pid"]
+    os.kill(pid, signal.SIGKILL)          # between jobs (the OOM killer, a user): nothing to report
+    assert executor.run(Echo(np.zeros(3)))["pid"] != pid

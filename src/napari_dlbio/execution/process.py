@@ -180,27 +180,38 @@ class ProcessExecutor(Executor):
         return self.process
 
     def _relay(self, data: bytes, cb: JobCallbacks, handle: _Handle) -> None:
-        """Send the job and pass its messages on until it has finished (resent once after an idle exit)."""
-        for _attempt in range(2):
+        """Send the job and pass its messages on until it has finished.
+
+        A process that left before taking the job (it was exiting after its idle
+        time, or was killed while idle) is replaced and the job sent again, once:
+        nothing of the job had run.
+        """
+        for attempt in range(2):
             proc = self._ensure(cb)
             handle.process = proc
-            proc.send_bytes(data)
-            if handle.cancel_requested:
-                proc.send("cancel", handle.job_id)
-            if self._pump(proc, cb, handle):
+            try:
+                proc.send_bytes(data)
+                if handle.cancel_requested:
+                    proc.send("cancel", handle.job_id)
+            except OSError:
+                pass  # gone already: the pump below notices it
+            if self._pump(proc, cb, handle, retry=attempt == 0):
                 return
-            # The process was just leaving (idle) when the job arrived: a fresh one takes it.
             proc.stop()
             self.process = None
-        raise WorkerDied("the job process exited twice before taking the job")
 
-    def _pump(self, proc: _Process, cb: JobCallbacks, handle: _Handle) -> bool:
-        """Relay messages of ``handle``'s job; False if the process left before taking it."""
+    def _pump(self, proc: _Process, cb: JobCallbacks, handle: _Handle, retry: bool) -> bool:
+        """Relay messages of ``handle``'s job; False if the process left before taking it (and ``retry``)."""
         started = False
         while True:
             try:
                 msg = proc.recv(POLL)
             except (EOFError, OSError):
+                msg = "gone"
+            if msg == "gone" or (msg is None and not proc.alive):
+                if retry and not started:
+                    proc.popen.wait()
+                    return False
                 self._died(proc, handle)
             if msg is None:
                 self._watch(proc, handle)
