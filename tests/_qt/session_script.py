@@ -29,6 +29,14 @@ TINY = {
 }
 
 
+# Cellpose needs a model to start from (cpsam cannot be downloaded here): the test writes a tiny
+# random Cellpose-SAM file first (in its own process, so napari's never imports torch for it).
+CELLPOSE_START = os.environ.get("NAPARI_DLBIO_TEST_CELLPOSE")
+if CELLPOSE_START:
+    TINY["cellpose"] = {"start_model": CELLPOSE_START, "epochs": 1, "batch_size": 2, "min_train_masks": 1,
+                        "learning_rate": 1e-3, "val_patches": 1}
+
+
 def imported() -> list[str]:
     return sorted({m.split(".")[0] for m in sys.modules} & set(FORBIDDEN))
 

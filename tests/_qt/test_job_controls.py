@@ -24,7 +24,7 @@ class Events(QObject):
 
 
 def _docked(viewer, qtbot):
-    from napari_dlbio._qt.widgets import JobControls
+    from napari_dlbio._qt.job_controls import JobControls
 
     controls = JobControls("Run", "run", "cancel", "idle")
     with qtbot.waitExposed(controls):

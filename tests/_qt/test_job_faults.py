@@ -71,7 +71,8 @@ def test_job_process_killed_during_prediction(make_napari_viewer, qtbot, nuclei2
     p.images.set_checked(["big"])
     p.images.set_axes("big", "ZYX")
     p.run()
-    qtbot.waitUntil(lambda: p.runner.n_deliveries > 0 and p.runner.executor.pid is not None, timeout=60_000)
+    # The job itself has reported (not only the executor's "starting the job process"): it is running.
+    qtbot.waitUntil(lambda: "loading the model" in p.status.text() or p.progress.value() > 0, timeout=60_000)
     pid = p.runner.executor.pid
     os.kill(pid, signal.SIGKILL)
     qtbot.waitUntil(finished(p.runner), timeout=15_000)

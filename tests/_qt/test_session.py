@@ -23,11 +23,11 @@ pytestmark = pytest.mark.gui
 SCRIPT = Path(__file__).with_name("session_script.py")
 
 
-def _session(mode: str, tmp_path: Path, timeout: float) -> tuple[dict, subprocess.CompletedProcess, float]:
+def _session(mode: str, tmp_path: Path, timeout: float, **env) -> tuple[dict, subprocess.CompletedProcess, float]:
     out = tmp_path / f"{mode}.json"
     t0 = time.time()
     proc = subprocess.run([sys.executable, str(SCRIPT), mode, str(out)], capture_output=True, text=True,
-                          timeout=timeout, env=dict(os.environ), check=False)
+                          timeout=timeout, env={**os.environ, **env}, check=False)
     report = json.loads(out.read_text()) if out.exists() else {}
     return report, proc, time.time() - t0
 
@@ -59,11 +59,16 @@ def test_quit_mid_training_exits_cleanly_and_keeps_the_best_model(tmp_path):
 
 @pytest.mark.slow
 def test_napari_never_imports_torch_or_a_backend_library(tmp_path):
-    report, proc, _ = _session("backends", tmp_path, 900)
-    assert proc.returncode == 0, proc.stderr[-3000:]
     from napari_dlbio import backends
 
-    expected = [b for b in ("unet", "stardist", "n2v") if b in backends.available()]
+    env = {}
+    if "cellpose" in backends.available():
+        from napari_dlbio.backends.cellpose import MICRO, write_random_model
+
+        env["NAPARI_DLBIO_TEST_CELLPOSE"] = str(write_random_model(tmp_path / "micro_cpsam", MICRO, seed=0))
+    report, proc, _ = _session("backends", tmp_path, 900, **env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    expected = [b for b in ("unet", "stardist", "n2v", "cellpose") if b in backends.available()]
     assert [d["backend"] for d in report["done"]] == expected
     for d in report["done"]:
         assert d["train_layers"] and d["predict_layers"], d

@@ -13,10 +13,11 @@ from qtpy.QtWidgets import QWidget
 from ..formatting import describe_error
 from ..jobs import Cancelled, Progress
 from ..requests import ImageDone, ImageFailed, ImageStarted, ModelLoaded, PredictRequest
+from .job_controls import JobControls
 from .predict_boxes import ImagesBox, ModelSourceBox, PredictSettingsBox
 from .results import add_prediction
 from .runner import JobRunner, notify_error, notify_info
-from .widgets import JobControls, scroll_body
+from .widgets import scroll_body
 
 
 class PredictWidget(QWidget):

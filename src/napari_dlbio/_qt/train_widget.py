@@ -24,10 +24,11 @@ from ..formatting import describe_error, duration
 from ..jobs import Cancelled, Progress
 from ..requests import ImageDone, ImageFailed, PredictRequest, TrainRequest
 from .forms import SettingsBox
+from .job_controls import JobControls
 from .results import add_prediction
 from .runner import JobRunner, notify_error, notify_info
 from .train_boxes import ModelBox, TrainingDataBox, TrainResults
-from .widgets import JobControls, scroll_body
+from .widgets import scroll_body
 
 _STOPPED = {"cancelled": "cancelled — best epoch kept", "time budget": "time budget reached"}
 
