@@ -22,7 +22,7 @@ from __future__ import annotations
 
 _TOTAL = 1000
 # The activity dock's label does not elide: a long message would widen the whole popup.
-_MAX_MESSAGE = 60
+_MAX_MESSAGE = 28
 
 
 class ActivityBar:

@@ -131,7 +131,7 @@ class TrainWidget(QWidget):
         self.status.setText("starting…")
         self._reveal(self.plot)
         self.runner.start(request, on_done=self._done, on_error=self._failed,
-                          activity=f"Training {request.name} ({backends.spec(request.backend).title})",
+                          activity=f"Training {request.name}",
                           on_finished=lambda: self._set_running(False))
 
     def train_request(self) -> TrainRequest:
