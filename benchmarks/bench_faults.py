@@ -144,15 +144,21 @@ def save_kill_trials(n: int, seed: int) -> list[dict]:
         ex.shutdown(10)
 
 
-def _kill_save_once(ex: ProcessExecutor, offset: float, img, reference) -> dict:
+def _kill_during(ex: ProcessExecutor, job, delay: float) -> tuple[_Watch, int | None]:
+    """Submit ``job``, kill -9 its process ``delay`` s after the job's first report; (what it said, pid)."""
     watch = _Watch()
-    handle = ex.submit(Resave("victim"), watch.callbacks())
+    handle = ex.submit(job, watch.callbacks())
     watch.first.wait(120)
-    time.sleep(offset)
+    time.sleep(delay)
     pid = ex.pid
     if pid is not None:
         os.kill(pid, signal.SIGKILL)
     handle.wait(30)
+    return watch, pid
+
+
+def _kill_save_once(ex: ProcessExecutor, offset: float, img, reference) -> dict:
+    watch, _ = _kill_during(ex, Resave("victim"), offset)
     labels = tasks.predict(tasks.load_model("victim"), img).outputs["labels"]
     hidden = [p.name for p in store.store_root().iterdir() if p.name.startswith(".")]
     killed = isinstance(watch.error, WorkerDied)
@@ -180,14 +186,7 @@ def _death_once(ex: ProcessExecutor, kind: str, delay: float, k: int) -> dict:
     else:
         big = np.tile(samples.nuclei_2d((160, 160), seed=1)[0], (6, 3, 3))
         job = PredictRequest(store_source("base"), [LayerSnapshot.from_array("big", big, "ZYX")])
-    watch = _Watch()
-    handle = ex.submit(job, watch.callbacks())
-    watch.first.wait(120)
-    time.sleep(delay)
-    pid = ex.pid
-    if pid is not None:
-        os.kill(pid, signal.SIGKILL)
-    handle.wait(30)
+    watch, pid = _kill_during(ex, job, delay)
     reported = isinstance(watch.error, WorkerDied) and "SIGKILL" in str(watch.error)
     after = ex.run(_Probe())        # the next job: a fresh process
     # A job that ended just before the kill is not a failure: the idle process was killed instead.
@@ -254,7 +253,7 @@ def main(argv=None) -> int:
     phases = fault_store.run_kills(args.n, args.seed, Path(tempfile.mkdtemp()), overwrite=True)
     train = death_trials(args.n, args.seed, "train")
     predict = death_trials(args.n, args.seed, "predict")
-    quits = quit_trials(args.quits) if (os.environ.get("DISPLAY") or _xvfb()) else []
+    quits = quit_trials(args.quits) if _display_ready() else []
     load = os.getloadavg()[0]
     print(f"\nFault figures ({os.cpu_count()} CPUs, load {load:.1f}, {time.monotonic() - t0:.0f} s)")
     kept = sum(r["result"] == "best model kept" for r in cancel)
@@ -272,14 +271,15 @@ def main(argv=None) -> int:
     return 1 if bad or not all(o.ok for o in phases) else 0
 
 
-def _xvfb() -> bool:
-    """Start a virtual display for the quit sessions (pyvirtualdisplay), if there is none."""
+def _display_ready() -> bool:
+    """A display for the quit sessions: the one set, or a virtual one (skipped without pyvirtualdisplay)."""
+    from virtual_display import start_display
+
     try:
-        from pyvirtualdisplay import Display
+        start_display((1400, 900))   # lives as long as this process
     except ImportError:
         return False
-    Display(visible=False, size=(1400, 900)).start()
-    return True
+    return bool(os.environ.get("DISPLAY"))
 
 
 if __name__ == "__main__":

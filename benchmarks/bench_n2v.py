@@ -60,12 +60,11 @@ def main() -> None:
     args = ap.parse_args()
 
     import tifffile
+    import torch
 
     from napari_dlbio import tasks
     from napari_dlbio.backends import get
     from napari_dlbio.metrics import psnr
-
-    import torch
 
     torch.set_num_threads(args.threads)
     names, clean, noisy = load(args.images)

@@ -45,10 +45,9 @@ def table(title: str, header: list[str], rows: list[list]) -> None:
 
 def val_ap(model, folder: Path) -> tuple[float, float, float]:
     """Mean AP@0.5 and F1 over the validation images, and seconds per image."""
+    from napari_dlbio.backends import get
     from napari_dlbio.data import list_images, read_image
     from napari_dlbio.metrics import mean_ap
-
-    from napari_dlbio.backends import get
 
     pred_settings = get("stardist").Predict()
     trues, preds = [], []

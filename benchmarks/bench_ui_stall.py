@@ -46,6 +46,7 @@ import traceback
 from collections import Counter
 
 import numpy as np
+from virtual_display import start_display
 
 TARGET_MAX, TARGET_P99 = 50.0, 30.0   # ms
 HEAVY = ("torch", "cellpose", "stardist", "careamics", "lightning")  # must stay out of napari's process
@@ -59,16 +60,6 @@ NEEDS_LABELS = {"unet", "stardist"}
 IMAGE, LABELS, LARGE = "nuclei2d", "nuclei2d_gt", "nuclei2d_x4"
 WINDOW = (0.1, 0.5)   # s before / after an add of layers
 TRAINING = ("step", "epoch")   # reports of a running training: the job process has imported everything
-
-
-def _display():
-    if os.environ.get("DISPLAY") or sys.platform != "linux":
-        return None
-    from pyvirtualdisplay import Display
-
-    d = Display(visible=False, size=(1600, 1000), color_depth=24)
-    d.start()
-    return d
 
 
 def now() -> float:
@@ -537,7 +528,7 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("NAPARI_DLBIO_HOME", tempfile.mkdtemp(prefix="dlbio-bench-"))
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
-    disp = _display()
+    disp = start_display()
     try:
         names = [b.strip() for b in args.backends.split(",") if b.strip()]
         rows, watchdog = run(names, args.seconds, args.stacks)

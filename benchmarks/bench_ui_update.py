@@ -23,21 +23,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 
 import numpy as np
-
-
-def _display():
-    if os.environ.get("DISPLAY") or sys.platform != "linux":
-        return None
-    from pyvirtualdisplay import Display
-
-    d = Display(visible=False, size=(1600, 1000), color_depth=24)
-    d.start()
-    return d
+from virtual_display import start_display
 
 
 def settle(app, seconds: float = 0.3) -> float:
@@ -106,7 +96,6 @@ def open_docks(window: tuple[int, int]):
     import napari
     from qtpy.QtWidgets import QApplication, QScrollArea
 
-    from napari_dlbio._qt import runner
     from napari_dlbio._qt.predict_widget import PredictWidget
     from napari_dlbio._qt.train_widget import TrainWidget
 
@@ -117,9 +106,6 @@ def open_docks(window: tuple[int, int]):
     train, predict = TrainWidget(viewer), PredictWidget(viewer)
     viewer.window.add_dock_widget(train, name="Train", area="right")
     viewer.window.add_dock_widget(predict, name="Predict", area="right")
-    # The docks load torch in the background; its import holds the GIL, so wait for it.
-    while runner.warm_thread is not None and runner.warm_thread.is_alive():
-        settle(app, 0.1)
     # As when a job starts: the dock scrolls its progress and loss plot into view.
     for dock, widget in ((train, train.plot), (predict, predict.status)):
         dock.findChild(QScrollArea).ensureWidgetVisible(widget, 0, 10)
@@ -161,7 +147,7 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("NAPARI_DLBIO_HOME", tempfile.mkdtemp(prefix="dlbio-bench-"))
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")  # before: others' load
-    disp = _display()
+    disp = start_display()
     try:
         rows, idle = run(args.updates, args.gap, args.shot, tuple(int(v) for v in args.window.split("x")))
     finally:

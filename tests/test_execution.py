@@ -122,10 +122,7 @@ def test_kill_from_outside_while_busy(executor):
     assert isinstance(errors[0], WorkerDied) and "SIGKILL" in str(errors[0]) and "tick" in str(errors[0])
 
 
-def test_a_job_deaf_to_cancel_is_terminated(monkeypatch):
-    from napari_dlbio.execution import process
-
-    monkeypatch.setattr(process, "CANCEL_GRACE", 0.5)
+def test_a_job_deaf_to_cancel_is_terminated():
     ex = ProcessExecutor(cancel_grace=0.5)
     try:
         errors: list = []

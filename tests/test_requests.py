@@ -13,6 +13,7 @@ pytest.importorskip("torch")
 
 from napari_dlbio import backends, samples, store  # noqa: E402
 from napari_dlbio._layers import LayerSnapshot  # noqa: E402
+from napari_dlbio.execution.base import yield_all  # noqa: E402
 from napari_dlbio.jobs import JobContext, Progress  # noqa: E402
 from napari_dlbio.requests import (  # noqa: E402
     MODELS,
@@ -30,13 +31,10 @@ TINY = dict(epochs=2, steps_per_epoch=3, batch_size=2, patch_size=32, base_width
 
 
 def _run(gen):
-    """Drain a generator job as the runner does: (events, return value)."""
-    events = []
-    while True:
-        try:
-            events.append(next(gen))
-        except StopIteration as stop:
-            return events, stop.value
+    """Drain a generator job as the executors do: (events, return value)."""
+    events: list = []
+    value = yield_all(gen, events.append)
+    return events, value
 
 
 def test_train_then_predict_requests():

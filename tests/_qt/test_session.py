@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from napari_dlbio import store
+from napari_dlbio._durable import pid_alive
 from napari_dlbio.execution import shipping
 
 pytestmark = pytest.mark.gui
@@ -32,21 +33,13 @@ def _session(mode: str, tmp_path: Path, timeout: float, **env) -> tuple[dict, su
     return report, proc, time.time() - t0
 
 
-def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
-
-
 def test_quit_mid_training_exits_cleanly_and_keeps_the_best_model(tmp_path):
     report, proc, _ = _session("quit", tmp_path, 300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     exited_after = report["ended_at"] - report["closed_at"]
     assert exited_after < 10, exited_after
-    assert _gone(report["pid"])             # the job process went with napari
+    assert not pid_alive(report["pid"])      # the job process went with napari
     info = store.read_info(store.resolve("quit-mid"))
     assert info.metrics["training"]["stopped"] == "cancelled" and info.metrics["training"]["best_epoch"] >= 1
     assert not [p for p in store.store_root().iterdir() if p.name.startswith(".")]   # nothing half-written

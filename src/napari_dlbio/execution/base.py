@@ -72,8 +72,12 @@ class JobHandle:
         """True once the job has finished (its ``finished`` callback has run)."""
         return self._finished.wait(timeout)
 
-    def _mark_finished(self) -> None:
-        self._finished.set()
+    def _finish(self, cb: JobCallbacks) -> None:
+        """The job's last step on the executor's thread: ``finished``, then waiters are released."""
+        try:
+            cb.finished()
+        finally:
+            self._finished.set()
 
 
 class Executor:
@@ -163,10 +167,7 @@ class InProcessExecutor(Executor):
             try:
                 drive(job, ctx, cb)
             finally:
-                try:
-                    cb.finished()
-                finally:
-                    handle._mark_finished()
+                handle._finish(cb)
 
         return handle, work
 

@@ -71,14 +71,14 @@ class _Process:
         self.pid = self.popen.pid
         from .. import backends
 
-        self.send_bytes(shipping.dumps(("setup", list(sys.path), pickle.dumps(backends.registered())), Path(".")))
+        self.send_bytes(shipping.dumps(("setup", list(sys.path), pickle.dumps(backends.registered()))))
 
     def send_bytes(self, data: bytes) -> None:
         with self.lock:
             self.conn.send_bytes(data)
 
     def send(self, *msg) -> None:
-        self.send_bytes(shipping.dumps(msg, Path(".")))
+        self.send_bytes(shipping.dumps(msg))
 
     def recv(self, timeout: float):
         """The next message, or None after ``timeout``; EOFError once the process is gone."""
@@ -105,9 +105,9 @@ class _Process:
 
 
 class _Handle(JobHandle):
-    def __init__(self, job_id: int) -> None:
+    def __init__(self, job_id: int, grace: float) -> None:
         super().__init__()
-        self.job_id = job_id
+        self.job_id, self.grace = job_id, grace   # grace: s after Cancel before the process is terminated
         self.process: _Process | None = None
         self.terminate_at: float | None = None
         self.terminated = False
@@ -117,7 +117,7 @@ class _Handle(JobHandle):
         if self.cancel_requested or not self.running:
             return
         super().cancel()
-        self.terminate_at = time.monotonic() + CANCEL_GRACE
+        self.terminate_at = time.monotonic() + self.grace
         proc = self.process
         if proc is not None:
             try:
@@ -151,7 +151,7 @@ class ProcessExecutor(Executor):
         if self._handle is not None and self._handle.running:
             raise RuntimeError("a job is already running")
         self._ids += 1
-        handle = _Handle(self._ids)
+        handle = _Handle(self._ids, self.cancel_grace)
         self._handle = handle
         self._thread = threading.Thread(target=self._drive, args=(job, callbacks or JobCallbacks(), handle),
                                         name="napari-dlbio job link", daemon=True)
@@ -168,10 +168,7 @@ class ProcessExecutor(Executor):
             cb.failed(exc)
         finally:
             shipping.remove_exchange(folder)
-            try:
-                cb.finished()
-            finally:
-                handle._mark_finished()
+            handle._finish(cb)
 
     def _ensure(self, cb: JobCallbacks) -> _Process:
         if self.process is None or not self.process.alive:
@@ -207,8 +204,8 @@ class ProcessExecutor(Executor):
             try:
                 msg = proc.recv(POLL)
             except (EOFError, OSError):
-                msg = "gone"
-            if msg == "gone" or (msg is None and not proc.alive):
+                msg = _GONE
+            if msg is _GONE or (msg is None and not proc.alive):
                 if retry and not started:
                     proc.popen.wait()
                     return False
@@ -260,6 +257,9 @@ class ProcessExecutor(Executor):
             self.process = None
         if self._thread is not None:
             self._thread.join(max(0.1, end - time.monotonic()))
+
+
+_GONE = object()  # what _pump "receives" once the connection is closed
 
 
 def _deliver(kind: str, body: tuple, cb: JobCallbacks, handle: _Handle) -> bool:

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from .._durable import pid_alive
 from ..jobs import Cancelled, JobError
 
 INLINE_BYTES = 1 << 20  # smaller arrays travel inside the pickle: a file would cost more than it saves
@@ -59,20 +60,10 @@ def clean_stale_exchanges() -> int:
     n = 0
     for d in exchange_root().glob(f"{_PREFIX}*"):
         pid = d.name[len(_PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(d, ignore_errors=True)
             n += 1
     return n
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _shared(arr: np.ndarray) -> bool:
@@ -82,12 +73,12 @@ def _shared(arr: np.ndarray) -> bool:
 class _Pickler(pickle.Pickler):
     """Pickles large numpy arrays as references to files of the exchange folder."""
 
-    def __init__(self, file, folder: Path) -> None:
+    def __init__(self, file, folder: Path | None) -> None:
         super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
         self.folder = folder
 
     def reducer_override(self, obj):
-        if isinstance(obj, np.ndarray) and _shared(obj):
+        if self.folder is not None and isinstance(obj, np.ndarray) and _shared(obj):
             name = uuid.uuid4().hex + ".npy"
             # open_memmap writes the .npy header; the copy below releases the GIL.
             out = np.lib.format.open_memmap(self.folder / name, mode="w+", dtype=obj.dtype, shape=obj.shape)
@@ -110,7 +101,8 @@ def _portable(exc: BaseException) -> JobError:
     return JobError(describe_error(exc), type(exc).__name__, is_user_error(exc), tb)
 
 
-def dumps(obj: Any, folder: Path) -> bytes:
+def dumps(obj: Any, folder: Path | None = None) -> bytes:
+    """``obj`` pickled; with ``folder`` (a job's exchange folder) its large arrays go there as files."""
     buf = io.BytesIO()
     _Pickler(buf, folder).dump(obj)
     return buf.getvalue()

@@ -52,7 +52,7 @@ class _Link:
     def send(self, *msg) -> None:
         if self.gone:
             return
-        data = shipping.dumps(msg, self.folder or Path("."))
+        data = shipping.dumps(msg, self.folder)
         try:
             with self.lock:
                 self.conn.send_bytes(data)
