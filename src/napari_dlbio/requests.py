@@ -211,6 +211,21 @@ class ImageDone:
     model: ModelRef
 
 
+@dataclass(frozen=True)
+class OutputChoice:
+    """Results on disk: one OME-Zarr store per image in ``folder``, predicted block by block.
+
+    ``cluster``: None runs the blocks in the job process; ``local:N`` or a scheduler
+    address (``tcp://host:port``) runs them on dask.distributed workers, which read
+    the image from its file and write their blocks straight into the store.
+    """
+
+    folder: str
+    cluster: str | None = None
+    block_size: int | None = None      # pixels per block edge (None: from the memory budget)
+    overlap: int | None = None         # pixels of context around a block (None: from the model)
+
+
 @dataclass
 class PredictRequest:
     """Apply one model (loaded from ``source`` unless :data:`MODELS` has it) to a batch of images."""
