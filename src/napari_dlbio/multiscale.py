@@ -69,7 +69,8 @@ def write_pyramid(group, axes: str, labels: bool, zarr_format: int = 3, ctx=None
     return total
 
 
-def datasets(n: int, scale: Sequence[float], translate: Sequence[float], axes: str, labels: bool) -> list[dict]:
+def datasets(n: int, scale: Sequence[float], translate: Sequence[float], axes: str,
+             labels: bool) -> list[dict]:
     """Each level's path and transforms. A strided level's pixel i sits on level 0's pixel
     2i (same offset); a mean level's pixel is centred between the pixels it averages."""
     out = []
@@ -88,7 +89,8 @@ def write_image_metadata(group, version: str, axes: str, units: dict[str, str], 
     from ome_zarr.format import format_from_version
     from ome_zarr.writer import write_multiscales_metadata
 
-    meta = [{"name": a.lower(), "type": _TYPES[a], **({"unit": units[a]} if units.get(a) else {})} for a in axes]
+    meta = [{"name": a.lower(), "type": _TYPES[a], **({"unit": units[a]} if units.get(a) else {})}
+            for a in axes]
     write_multiscales_metadata(group, sets, fmt=format_from_version(version), axes=meta, name=name)
 
 

@@ -14,16 +14,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .outputs import (  # noqa: F401 - the formats API in one place
+from .output_layout import (  # noqa: F401 - the formats API in one place
     FORMATS,
     check_writable,
     default_chunks,
     default_format,
     is_disk_full,
-    output_factory,
+    is_finished,
     output_path,
     stem,
 )
+from .outputs import output_factory  # noqa: F401
 
 Kind = Literal["tiff", "zarr", "ome-zarr", "image"]
 READ_VERSIONS = ("0.4", "0.5")
@@ -166,7 +167,8 @@ def _ngff_image(p: Path, group, version: str, prefix: str) -> OpenedImage:
     try:
         meta = OMEZarrMultiscale.from_ome_zarr(group).metadata
     except Exception as exc:  # noqa: BLE001 - pydantic/zarr errors: the metadata is not valid NGFF
-        raise ValueError(f"{p}: invalid OME-Zarr {version} metadata: {' '.join(str(exc).split())[:300]}") from None
+        why = " ".join(str(exc).split())[:300]
+        raise ValueError(f"{p}: invalid OME-Zarr {version} metadata: {why}") from None
     names = [str(a.name).lower() for a in meta.axes]
     bad = [n for n in names if n not in _NGFF_LETTERS]
     if bad:
@@ -196,9 +198,9 @@ def _plain_group(p: Path, group) -> OpenedImage:
     """A zarr group without NGFF metadata: its only array, else an error naming them."""
     arrays = sorted(name for name, _ in group.arrays())
     if len(arrays) != 1:
-        listed = ", ".join(arrays[:8]) or "none"
+        listed, example = ", ".join(arrays[:8]) or "none", p / (arrays or ["NAME"])[0]
         raise ValueError(f"{p} is a zarr group without OME-Zarr (NGFF) metadata and holds "
-                         f"{len(arrays)} arrays ({listed}); give the array's path, e.g. {p / (arrays or ['NAME'])[0]}")
+                         f"{len(arrays)} arrays ({listed}); give the array's path, e.g. {example}")
     return _plain_zarr(p, group[arrays[0]], arrays[0])
 
 
@@ -211,7 +213,8 @@ def _plain_zarr(p: Path, array, dataset: str) -> OpenedImage:
         axes = "".join(_NGFF_LETTERS[n.lower()] for n in names)
         if len(set(axes)) != len(axes):
             axes = None
-    how = f"axes {axes} from its dimension names" if axes else "axes guessed as for TIFFs (set --axes to choose)"
+    how = (f"axes {axes} from its dimension names" if axes
+           else "axes guessed as for TIFFs (set --axes to choose)")
     note = f"{p.name}: a zarr array without OME-Zarr (NGFF) metadata; {how}"
     return OpenedImage(array, ImageSource(str(p), "zarr", dataset), axes, note=note)
 

@@ -1,84 +1,39 @@
-"""Where prediction writes: TIFF files, a zarr store or an OME-Zarr store, chunk by chunk.
+"""Output factories: chunked zarr/OME-Zarr stores, and TIFF files (see :mod:`.output_layout`).
 
-An output factory is the job runner's :data:`tasks.OutFactory` (``(name, shape, dtype)
--> array`` opened for writing) with a few more methods: ``array_path(name)`` (a
-``zarr.open``-able path, so worker processes write into the same array),
-``finalize()`` (NGFF metadata, multiscale pyramid, TIFF conversion, then the final
-name) and ``discard()``. Outputs are written under a hidden working name,
-``.<final name>.partial``, which is stable for an input + output folder + format so
-that ``--resume`` finds it (block markers live in its ``.dlbio/``); only a finished
-output gets its real name, so a cut-short run never leaves anything that looks done.
+OME-Zarr layout (one store per input, ``<stem>.ome.zarr``): integer outputs (labels)
+in NGFF's ``labels/<name>`` group, the ``image`` output (Noise2Void) as the store's own
+multiscale image, other float outputs (probabilities) as images in ``<name>/``. The
+input's pixels are not copied: the root's ``napari-dlbio`` attribute records the source,
+and for OME-Zarr inputs each label image's ``image-label.source.image`` points at the
+input (a relative path), so ome-zarr's reader shows them over the original image.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-FORMATS = ("tif", "zarr", "ome-zarr")
-LARGE_OUTPUT_BYTES = 2 * 1024**3  # above this, outputs default to OME-Zarr
-SCRATCH = ".dlbio"  # resume markers and block scratch inside a working store (see blockwise.py)
-_MAIN = ("labels", "image")  # the output that takes the input's own name
+from . import multiscale
+from ._durable import fsync, swap_in
+from .output_layout import (
+    FORMATS,
+    _MAIN,
+    SCRATCH,
+    OutputsBase,
+    _Layout,
+    _remove,
+    default_chunks,
+    is_disk_full,
+    is_labels,
+    ngff_order_ok,
+    working_path,
+)
 
-
-def stem(path: str | Path) -> str:
-    """The input's name without its suffix: ``cells.ome.zarr`` -> ``cells``, ``a.b.tif`` -> ``a.b``."""
-    name = Path(path).name
-    for s in (".ome.zarr", ".zarr"):
-        if name.lower().endswith(s) and len(name) > len(s):
-            return name[: -len(s)]
-    return Path(name).stem
-
-
-def output_path(out_dir: str | Path, input_path: str | Path, fmt: str) -> Path:
-    """The final path of an input's main output: ``<stem>.ome.zarr``, ``<stem>.zarr``, or for
-    TIFF the input's own file name (``.tif`` for PNG/JPEG inputs), as before OME-Zarr."""
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown output format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    name, p = stem(input_path), Path(input_path)
-    if fmt == "tif":
-        suffix = p.suffix if p.suffix.lower() in (".tif", ".tiff") else ".tif"
-        return Path(out_dir) / f"{name}{suffix}"
-    if name.lower().endswith(".ome"):  # x.ome.tif -> x.ome.zarr, not x.ome.ome.zarr
-        name = name[:-4]
-    return Path(out_dir) / f"{name}{'.ome.zarr' if fmt == 'ome-zarr' else '.zarr'}"
-
-
-def default_format(input_kind: str, out_nbytes: int, out_axes: str = "YX") -> str:
-    """OME-Zarr for OME-Zarr inputs and outputs over ~2 GB, TIFF otherwise; plain zarr where
-    the axes' order is one NGFF does not allow (channels after Z, as in ImageJ's TZCYX)."""
-    if input_kind == "ome-zarr" or out_nbytes > LARGE_OUTPUT_BYTES:
-        return "ome-zarr" if ngff_order_ok(out_axes) else "zarr"
-    return "tif"
-
-
-def ngff_order_ok(axes: str) -> bool:
-    """NGFF's rule: time first, then channel, then space axes (so ZCYX cannot be written)."""
-    rank = {"T": 0, "C": 1, "Z": 2, "Y": 2, "X": 2}
-    ranks = [rank[a] for a in axes]
-    return ranks == sorted(ranks)
-
-
-def default_chunks(axes: str, shape: Sequence[int], ndim: int = 2, block_size: int | None = None) -> tuple:
-    """Chunks over the input's axes: one per item along loop axes, all channels together,
-    256 px in Y/X (64 in Z for 3D models), or the block size when 256 does not divide it,
-    so blocks (multiples of the chunks) never share a chunk with their neighbours."""
-    spatial = "ZYX" if ndim == 3 else "YX"
-    chunks = []
-    for a, s in zip(axes, shape):
-        if a == "C":
-            chunks.append(int(s))
-        elif a in spatial:
-            base = 64 if a == "Z" else 256
-            edge = base if block_size is None or block_size % base == 0 else int(block_size)
-            chunks.append(max(1, min(edge, int(s))))
-        else:
-            chunks.append(1)
-    return tuple(chunks)
+ATTR = "napari-dlbio"  # our own root attribute (provenance, where each output is)
 
 
 def output_factory(out_path: str | Path, fmt: str, axes: str, scale: Sequence[float] | None = None,
@@ -94,8 +49,6 @@ def output_factory(out_path: str | Path, fmt: str, axes: str, scale: Sequence[fl
     (in this process only); otherwise arrays are chunked zarr. ``resume`` reopens a working
     store left by an interrupted run instead of starting afresh.
     """
-    from .outputs_zarr import TiffOutputs, ZarrOutputs
-
     layout = _Layout(axes.upper(), ndim, scale, translate, chunks, units or {})
     if fmt == "tif":
         return TiffOutputs(Path(out_path), layout, resume)
@@ -104,126 +57,236 @@ def output_factory(out_path: str | Path, fmt: str, axes: str, scale: Sequence[fl
     raise ValueError(f"unknown output format {fmt!r}; choose one of {', '.join(FORMATS)}")
 
 
-class _Layout:
-    """The input's axes and metadata, and what each output inherits from them."""
+class ZarrOutputs(OutputsBase):
+    """Outputs as chunked arrays of one zarr (``fmt="zarr"``) or OME-Zarr store."""
 
-    def __init__(self, axes: str, ndim: int, scale, translate, chunks, units: dict[str, str]) -> None:
-        from .axes import ItemPlan
+    def __init__(self, final: Path, fmt: str, layout: _Layout, source, version: str, resume: bool) -> None:
+        import zarr
 
-        self.axes, self.ndim, self.units = axes, ndim, units
-        self.plan = ItemPlan(axes, (1,) * len(axes), ndim)
-        self.scale = dict(zip(axes, scale)) if scale is not None else {}
-        self.translate = dict(zip(axes, translate)) if translate is not None else {}
-        self.chunks = dict(zip(axes, chunks)) if chunks is not None else None
+        super().__init__(final, layout)
+        if fmt == "ome-zarr" and version not in ("0.4", "0.5"):
+            raise ValueError(f"OME-Zarr outputs are written as NGFF 0.4 or 0.5, not {version}")
+        self.fmt, self.source = fmt, source
+        self.version = version if fmt == "ome-zarr" else None
+        self.zarr_format = 2 if self.version == "0.4" else 3
+        self.path = working_path(final)  # stable: --resume finds it; A's markers go in its .dlbio/
+        self.keys: dict[str, str] = {}   # output name -> array key in the store
+        self.resumable = True
+        if not resume:
+            _remove(self.path)
+        try:
+            self.root = zarr.open_group(str(self.path), mode="a", zarr_format=self.zarr_format)
+        except Exception as exc:  # noqa: BLE001 - e.g. a store of the other zarr format
+            what = "resume" if resume else "create"
+            raise ValueError(f"cannot {what} the output store {self.path}: {exc}") from None
 
-    def out_axes(self, shape: Sequence[int]) -> str:
-        """An output's axes: the input's without C, or with its own channel axis."""
-        plain = self.plan.out_axes()
-        return plain if len(shape) == len(plain) else self.plan.out_axes(channels=True)
+    def _key(self, name: str, labels: bool) -> str:
+        if self.fmt == "zarr":
+            return name
+        if labels:
+            return f"labels/{name}/0"
+        return "0" if name == "image" else f"{name}/0"
 
-    def out_chunks(self, axes: str, shape: Sequence[int]) -> tuple[int, ...]:
-        assert self.chunks is not None
-        return tuple(int(s) if a == "C" else max(1, min(int(self.chunks.get(a, s)), int(s)))
-                     for a, s in zip(axes, shape))
+    def __call__(self, name: str, shape: tuple, dtype) -> Any:
+        import zarr
 
-    def out_scale(self, axes: str) -> list[float]:
-        return [1.0 if a == "C" else float(self.scale.get(a, 1.0)) for a in axes]
+        axes = self.layout.out_axes(shape)
+        if self.fmt == "ome-zarr" and not ngff_order_ok(axes):
+            raise ValueError(f"OME-Zarr needs the axes in the order t, c, z, y, x; the output {name!r} has "
+                             f"{axes}: choose --out-format zarr or tif")
+        key = self._key(name, is_labels(dtype))
+        self.keys[name], self.axes[name] = key, axes
+        if key in self.root:
+            return self._reopen(name, key, shape, dtype)
+        lay = self.layout
+        chunks = (lay.out_chunks(axes, shape) if lay.chunks is not None
+                  else default_chunks(axes, shape, lay.ndim))
+        parent, leaf = key.rpartition("/")[::2]
+        group = zarr.open_group(store=self.root.store, path=parent, mode="a", zarr_format=self.zarr_format)
+        return multiscale.create_level(group, leaf, shape, dtype, chunks, axes, self.zarr_format)
 
-    def out_translate(self, axes: str) -> list[float]:
-        return [0.0 if a == "C" else float(self.translate.get(a, 0.0)) for a in axes]
+    def _reopen(self, name: str, key: str, shape: tuple, dtype) -> Any:
+        """The array an interrupted run left, if it is the same output."""
+        arr = self.root[key]
+        if tuple(arr.shape) != tuple(shape) or arr.dtype != np.dtype(dtype):
+            raise ValueError(f"cannot resume {self.path}: its {name!r} output is {arr.shape} {arr.dtype}, "
+                             f"this run writes {tuple(shape)} {np.dtype(dtype)}; rerun without --resume")
+        return arr
+
+    def array_path(self, name: str) -> str:
+        """Where output ``name`` is: ``zarr.open(path, mode="r+")`` opens it in any process."""
+        if name not in self.keys:
+            raise KeyError(f"no output {name!r} was created in {self.path}")
+        return str(self.path / self.keys[name])
+
+    def finalize(self, ctx=None, attrs: dict | None = None) -> list[Path]:
+        """Pyramids and NGFF metadata (OME-Zarr), provenance, then the final name."""
+        import zarr
+
+        if self.fmt == "ome-zarr":
+            for name in self.keys:
+                self._finish_ngff(name, ctx)
+        info = {"source": _source_info(self.source), "outputs": {
+            n: {"path": k.rpartition("/")[0] if self.fmt == "ome-zarr" else k, "axes": self.axes[n]}
+            for n, k in self.keys.items()}, **(attrs or {})}
+        if self.fmt == "zarr":
+            info["scale"] = {n: self.layout.out_scale(a) for n, a in self.axes.items()}
+            info["translate"] = {n: self.layout.out_translate(a) for n, a in self.axes.items()}
+        root = zarr.open_group(str(self.path), mode="a", zarr_format=self.zarr_format)
+        root.attrs[ATTR] = info
+        _remove(self.path / SCRATCH)  # resume state is of no use once the output is finished
+        # Chunks are not fsync'd one by one (a kill leaves them in the page cache; an fsync per
+        # chunk would cost more than the prediction on network file systems); the rename is.
+        swap_in(self.path, self.final)
+        return [self.final, *self._commit_csv()]
+
+    def _finish_ngff(self, name: str, ctx) -> None:
+        import zarr
+
+        key, axes = self.keys[name], self.axes[name]
+        labels = key.startswith("labels/")
+        where = self.path / key.rpartition("/")[0]
+        group = zarr.open_group(str(where), mode="a", zarr_format=self.zarr_format)
+        n = multiscale.write_pyramid(group, axes, labels, self.zarr_format, ctx)
+        lay = self.layout
+        sets = multiscale.datasets(n, lay.out_scale(axes), lay.out_translate(axes), axes, labels)
+        multiscale.write_image_metadata(group, self.version, axes, lay.units, sets, name)
+        if labels:
+            labels_group = zarr.open_group(str(self.path / "labels"), mode="a", zarr_format=self.zarr_format)
+            multiscale.write_label_metadata(labels_group, name, self.version, self._source_link(name))
+
+    def _source_link(self, name: str) -> str | None:
+        """The input image relative to ``labels/<name>`` in the finished store, for OME-Zarr inputs."""
+        if self.source is None or self.source.kind != "ome-zarr":
+            return None
+        image = Path(self.source.path) / self.source.dataset.rpartition("/")[0]
+        return os.path.relpath(image.resolve(), (self.final / "labels" / name).resolve())
+
+    def discard(self) -> None:
+        _remove(self.path)
+        self._discard_csv()
 
 
-class OutputsBase:
-    """What every format shares: the working and final names, polygons, discard."""
-
-    def __init__(self, final: Path, layout: _Layout) -> None:
-        self.final, self.layout = final, layout
-        self.axes: dict[str, str] = {}  # output name -> its axes
-        self._csv: tuple[Path, Path] | None = None
-
-    def extra_path(self, name: str, suffix: str) -> Path:
-        """``<stem>_<name><suffix>`` next to the main output."""
-        return self.final.with_name(f"{stem(self.final)}_{name}{suffix}")
-
-    def add_shapes(self, shapes, axes: str) -> None:
-        """Polygons (StarDist) as a CSV that napari opens as a shapes layer."""
-        final = self.extra_path("polygons", ".csv")
-        tmp = final.with_name(f".{final.name}.partial")
-        with open(tmp, "w") as fh:
-            fh.write(",".join(["index", "shape-type", "vertex-index"] + [f"axis-{i}" for i in range(len(axes))]))
-            fh.write("\n")
-            for i, poly in enumerate(shapes):
-                for j, v in enumerate(poly):
-                    fh.write(f"{i},polygon,{j}," + ",".join(f"{c:.3f}" for c in v) + "\n")
-        self._csv = (tmp, final)
-
-    def _commit_csv(self) -> list[Path]:
-        if self._csv is None:
-            return []
-        tmp, final = self._csv
-        os.replace(tmp, final)
-        self._csv = None
-        return [final]
-
-    def _discard_csv(self) -> None:
-        if self._csv is not None:
-            _remove(self._csv[0])
-            self._csv = None
+def _source_info(source) -> dict | None:
+    if source is None:
+        return None
+    return {"path": str(Path(source.path).resolve()), "kind": source.kind, "dataset": source.dataset}
 
 
-def is_labels(dtype) -> bool:
-    """Integer outputs are label images (instances or classes); float ones are images."""
-    return np.issubdtype(np.dtype(dtype), np.integer) or np.dtype(dtype) == bool
+class TiffOutputs(OutputsBase):
+    """Outputs as TIFF files: ``<stem>.tif`` for labels/image, ``<stem>_<name>.tif`` for others.
 
-
-def _remove(path: Path) -> None:
-    try:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-    except FileNotFoundError:
-        pass
-
-
-def working_path(final: Path, suffix: str = "") -> Path:
-    """The hidden name an output is written under until it is finished."""
-    return final.with_name(f".{final.name}.partial{suffix}")
-
-
-def check_writable(folder: str | Path) -> Path:
-    """Create ``folder`` and make sure files can be written there, before any compute.
-
-    A probe file rather than ``os.access``: read-only mounts, ACLs and root on a
-    read-only file system all answer the probe truthfully.
+    Without chunks (the default), memory-mapped TIFFs under a hidden name, renamed when done
+    (as before zarr outputs existed). With chunks, the arrays are staged in a hidden zarr store
+    (so workers can write blocks in parallel and ``--resume`` works) and converted to tiled
+    (Big)TIFFs band by band at the end.
     """
-    import tempfile
 
-    folder = Path(folder).expanduser()
+    def __init__(self, final: Path, layout: _Layout, resume: bool) -> None:
+        super().__init__(final, layout)
+        self.staged = layout.chunks is not None
+        self.path = working_path(final, ".zarr") if self.staged else None
+        self.files: dict[str, tuple[Path, Path, Any]] = {}
+        self.resumable = self.staged  # a memory-mapped TIFF is rewritten whole
+        if self.staged and not resume:
+            _remove(self.path)
+
+    def _final(self, name: str) -> Path:
+        return self.final if name in _MAIN else self.extra_path(name, self.final.suffix)
+
+    def __call__(self, name: str, shape: tuple, dtype) -> Any:
+        import tifffile
+
+        final, axes = self._final(name), self.layout.out_axes(shape)
+        self.axes[name] = axes
+        if self.staged:
+            return self._staged(name, final, axes, shape, dtype)
+        tmp = working_path(final)
+        big = int(np.prod(shape)) * np.dtype(dtype).itemsize > 2**31
+        arr = tifffile.memmap(tmp, shape=shape, dtype=dtype, metadata={"axes": axes}, bigtiff=big)
+        self.files[name] = (tmp, final, arr)
+        _reserve(tmp)
+        return arr
+
+    def _staged(self, name: str, final: Path, axes: str, shape: tuple, dtype) -> Any:
+        import zarr
+
+        root = zarr.open_group(str(self.path), mode="a", zarr_format=3)
+        if name in root and root[name].shape == tuple(shape) and root[name].dtype == np.dtype(dtype):
+            arr = root[name]  # left by an interrupted run (--resume)
+        else:
+            arr = multiscale.create_level(root, name, shape, dtype, self.layout.out_chunks(axes, shape), axes)
+        self.files[name] = (working_path(final), final, arr)
+        return arr
+
+    def array_path(self, name: str) -> str:
+        if not self.staged:
+            raise ValueError("memory-mapped TIFF outputs are written in this process only; "
+                             "give chunks to stage them in zarr")
+        return str(self.path / name)
+
+    def finalize(self, ctx=None, attrs: dict | None = None) -> list[Path]:
+        done = []
+        for name, (tmp, final, arr) in self.files.items():
+            if self.staged:
+                _zarr_to_tiff(arr, tmp, self.axes[name], ctx)
+            else:
+                arr.flush()
+            del arr
+            fsync(tmp)
+            os.replace(tmp, final)
+            done.append(final)
+        self.files.clear()
+        if self.staged:
+            _remove(self.path)
+        return done + self._commit_csv()
+
+    commit = finalize  # the name cli.images used
+
+    def discard(self) -> None:
+        for tmp, _, _ in self.files.values():
+            _remove(tmp)
+        self.files.clear()
+        if self.staged:
+            _remove(self.path)
+        self._discard_csv()
+
+
+def _reserve(path: Path) -> None:
+    """Allocate a memory-mapped file's blocks now: on a full disk, writing into a sparse
+    mapping kills the process (SIGBUS) mid-run; this fails at once with ENOSPC instead."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    fd = os.open(path, os.O_RDWR)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".napari-dlbio-probe-", dir=folder)
-        os.close(fd)
-        os.unlink(probe)
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
     except OSError as exc:
-        raise PermissionError(f"cannot write to the output folder {folder}: {exc.strerror or exc}") from None
-    return folder
+        if is_disk_full(exc):
+            raise
+        # Not supported by this file system: the mapping stays sparse, as before.
+    finally:
+        os.close(fd)
 
 
-def is_disk_full(exc: BaseException) -> bool:
-    """Whether ``exc`` (or what caused it, e.g. a worker's error re-raised) is a full disk."""
-    import errno
+def _zarr_to_tiff(arr, path: Path, axes: str, ctx=None, tile: int = 256) -> None:
+    """A staged output as a tiled (Big)TIFF, reading one band of rows at a time."""
+    import tifffile
 
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
+    big = int(np.prod(arr.shape)) * arr.dtype.itemsize > 2**31
+    if not axes.endswith("YX"):
+        # A channel axis last (RGB-like): rare and small; tifffile wants whole pages here.
+        tifffile.imwrite(path, np.asarray(arr[...]), bigtiff=big, metadata={"axes": axes})
+        return
 
+    def tiles():
+        height, width = arr.shape[-2:]
+        for page in np.ndindex(*arr.shape[:-2]):
+            if ctx is not None:
+                ctx.check()
+            for y in range(0, height, tile):
+                band = np.asarray(arr[page + (slice(y, y + tile), slice(None))])
+                for x in range(0, width, tile):
+                    yield band[:, x : x + tile]
 
-
-def is_finished(final: Path) -> bool:
-    """Whether an output was finished by an earlier run (``--resume`` skips its input)."""
-    return final.exists() and not working_path(final).exists() and not working_path(final, ".zarr").exists()
+    tifffile.imwrite(path, tiles(), shape=arr.shape, dtype=arr.dtype, tile=(tile, tile), bigtiff=big,
+                     metadata={"axes": axes})

@@ -32,8 +32,9 @@ def large_image_options(args) -> LargeImageOptions:
         raise CLIError(f"--block-size must be at least 16 pixels (not {block})")
     if overlap is not None and (overlap < 0 or (block is not None and 2 * overlap >= block)):
         raise CLIError(f"--block-overlap must be between 0 and half the block size (not {overlap})")
-    return LargeImageOptions(getattr(args, "out_format", None), block, overlap,
-                             _bytes(getattr(args, "memory_limit", None)), bool(getattr(args, "resume", False)))
+    memory = _bytes(getattr(args, "memory_limit", None))
+    return LargeImageOptions(getattr(args, "out_format", None), block, overlap, memory,
+                             bool(getattr(args, "resume", False)))
 
 
 def _bytes(text: str | None) -> int | None:
@@ -54,7 +55,7 @@ def choose_format(opts: LargeImageOptions, model, img, plan) -> str:
     """``--out-format``, else the default rule for this input (see ``outputs.default_format``)."""
     import numpy as np
 
-    from ..outputs import default_format
+    from ..ngff import default_format
 
     if opts.out_format:
         return opts.out_format
@@ -67,7 +68,7 @@ def choose_format(opts: LargeImageOptions, model, img, plan) -> str:
 def make_outputs(opts: LargeImageOptions, final: Path, fmt: str, img, axes: str, plan):
     """The output factory for one input. TIFFs stay memory-mapped (as before) unless blocks are
     asked for; zarr outputs are chunked so that blocks align with chunks."""
-    from ..outputs import default_chunks, output_factory
+    from ..ngff import default_chunks, output_factory
 
     blockwise = any(v is not None for v in (opts.block_size, opts.overlap, opts.memory_limit)) or opts.resume
     chunks = None
@@ -80,7 +81,7 @@ def make_outputs(opts: LargeImageOptions, final: Path, fmt: str, img, axes: str,
 
 def check_out_dir(out_dir: Path, files: list[Path], out_format: str | None) -> Path:
     """``--out`` as a writable folder (checked before any compute) that overwrites no input."""
-    from ..outputs import FORMATS, check_writable, output_path
+    from ..ngff import FORMATS, check_writable, output_path
 
     if out_dir.exists() and not out_dir.is_dir():
         raise CLIError(f"--out {out_dir} is a file, not a folder")

@@ -53,7 +53,7 @@ def _check_suffix(p: Path) -> None:
 
 def _out_name(path: Path, extra: str = "") -> str:
     """The TIFF output's file name (the input's own, ``.tif`` for other inputs)."""
-    from ..outputs import stem
+    from ..ngff import stem
 
     suffix = path.suffix if path.suffix.lower() in (".tif", ".tiff") else ".tif"
     return f"{stem(path)}{'_' + extra if extra else ''}{suffix}"
@@ -96,6 +96,6 @@ def _guess_for_model(shape: tuple, rgb: bool, model, channels) -> str:
 
 def _TiffOutputs(folder: Path, source: Path, plan):  # noqa: N802 - kept for callers of the old class
     """Memory-mapped TIFF outputs for ``source``'s items, renamed when done (see ``outputs``)."""
-    from ..outputs import output_factory, output_path
+    from ..ngff import output_factory, output_path
 
     return output_factory(output_path(folder, source, "tif"), "tif", plan.axes, ndim=plan.ndim)

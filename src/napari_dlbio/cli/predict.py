@@ -10,7 +10,14 @@ from typing import Any
 from ..execution import Call, InProcessExecutor, JobCallbacks
 from ..jobs import JobContext
 from .common import EXIT_CANCELLED, CLIError, _log, channels_option
-from .formats import LargeImageOptions, check_out_dir, choose_format, disk_full, keep_partial, large_image_options
+from .formats import (
+    LargeImageOptions,
+    check_out_dir,
+    choose_format,
+    disk_full,
+    keep_partial,
+    large_image_options,
+)
 from .images import _expand_inputs, _guess_for_model, _OpenImage
 from .options import settings_from_args
 from .progress import ProgressBar, _CancelOnInterrupt
@@ -88,7 +95,7 @@ def _predict_files(job: _Job, files: list[Path], ctx: JobContext) -> tuple[list[
 def _predict_file(job: _Job, f: Path, ctx: JobContext) -> list[Path] | None:
     """Predict one input and write its outputs; None when cancelled."""
     from ..axes import ItemPlan
-    from ..outputs import is_finished, output_path
+    from ..ngff import is_finished, output_path
 
     with _OpenImage(f) as img:
         if img.note:
@@ -135,7 +142,7 @@ def _run_model(job: _Job, f: Path, img, axes: str, ctx: JobContext, outputs):
     """``tasks.predict`` into ``outputs``. On an error a resumable output (zarr) stays for
     ``--resume`` (bad input excepted: nothing of it is worth keeping), others are removed."""
     from .. import tasks
-    from ..outputs import is_disk_full
+    from ..ngff import is_disk_full
 
     try:
         return tasks.predict(job.model, img.array, axes, job.settings, ctx, rgb=img.rgb,
@@ -153,7 +160,7 @@ def _run_model(job: _Job, f: Path, img, axes: str, ctx: JobContext, outputs):
 def _write(job: _Job, f: Path, pred, outputs) -> list[Path]:
     """Add the vector outputs (polygons), finish the outputs and give them their real names."""
     from .. import tasks
-    from ..outputs import is_disk_full
+    from ..ngff import is_disk_full
 
     try:
         if tasks.SHAPES in pred.outputs:
