@@ -211,3 +211,12 @@ def test_bad_block_options(model, image, tmp_path, capsys, argv, message):
     tifffile.imwrite(tmp_path / "a.tif", image)
     rc, err = _run(capsys, "--model", model, tmp_path / "a.tif", "--out", tmp_path / "o", *argv)
     assert rc == 2 and message in err
+
+
+def test_objects_are_counted_from_the_zarr_output(model, image, tmp_path, capsys):
+    tifffile.imwrite(tmp_path / "a.tif", image)
+    rc, err = _run(capsys, "--model", model, tmp_path / "a.tif", "--out", tmp_path / "o",
+                   "--out-format", "ome-zarr")
+    assert rc == 0, err
+    n = int(zarr.open_array(str(tmp_path / "o" / "a.ome.zarr" / "labels/labels/0"), mode="r")[...].max())
+    assert n > 0 and f"a.tif: {n} object(s) -> {tmp_path / 'o' / 'a.ome.zarr'}" in err

@@ -180,9 +180,14 @@ def test_ome_zarr_output_round_trip(tmp_path):
     assert back.array.dtype == np.uint32 and back.array.shape == shape
     attrs = zarr.open_group(str(final), mode="r").attrs["napari-dlbio"]
     assert attrs["source"] == {"path": str(src.resolve()), "kind": "ome-zarr", "dataset": "s0"}
-    assert attrs["outputs"] == {"labels": {"path": "labels/labels", "axes": "ZYX"},
-                                "probability": {"path": "probability", "axes": "CZYX"}}
+    assert attrs["outputs"] == {"labels": {"path": "labels/labels", "axes": "ZYX", "ngff": True},
+                                "probability": {"path": "probability", "axes": "CZYX", "ngff": True}}
     assert attrs["model"] == "tiny"
+    # What the Predict dock opens as layers: each output's pyramid with level 0's scale/offset.
+    layers = {layer.name: layer for layer in ngff.open_output(final)}
+    assert layers["labels"].kind == "labels" and layers["probability"].kind == "image"
+    assert [a.shape for a in layers["labels"].data] == [(2, 2100, 1101), (2, 1050, 551), (2, 525, 276)]
+    assert layers["probability"].translate == (0.0, 0.0, 10.0, 20.0)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("napari_ome_zarr") is None,
@@ -212,15 +217,22 @@ def test_ngff_04_output_and_image_output(tmp_path):
     np.testing.assert_array_equal(back.array[...], den)
 
 
-def test_ngff_refuses_axis_orders_it_cannot_store(tmp_path):
+def test_outputs_ngff_cannot_order_stay_plain_arrays(tmp_path):
     assert outputs.ngff_order_ok("TCZYX") and outputs.ngff_order_ok("CYX")
     assert not outputs.ngff_order_ok("ZCYX") and not outputs.ngff_order_ok("YXC")
-    # A 2D model's channel output on a Z stack is ZCYX: refused when created, before any compute.
+    # A 2D model's probabilities of a Z stack are ZCYX: kept as a plain array, not a failed run.
     out = ngff.output_factory(tmp_path / "z.ome.zarr", "ome-zarr", "ZYX", chunks=(1, 8, 8), ndim=2)
-    with pytest.raises(ValueError, match="'probability' has ZCYX: choose --out-format zarr or tif"):
-        out("probability", (3, 2, 8, 8), np.float32)
-    out.discard()
-    assert list(tmp_path.iterdir()) == []
+    out("labels", (3, 8, 8), np.int32)[...] = 2
+    out("probability", (3, 2, 8, 8), np.float32)[...] = 0.5
+    out.finalize()
+    meta = zarr.open_group(str(tmp_path / "z.ome.zarr"), mode="r").attrs["napari-dlbio"]["outputs"]
+    assert meta == {"labels": {"path": "labels/labels", "axes": "ZYX", "ngff": True},
+                    "probability": {"path": "probability", "axes": "ZCYX", "ngff": False}}
+    prob = ngff.open_image(tmp_path / "z.ome.zarr" / "probability")
+    assert prob.axes == "ZCYX" and prob.array[...].min() == 0.5
+    assert ngff.open_image(tmp_path / "z.ome.zarr" / "labels" / "labels").axes == "ZYX"
+    plain = [layer for layer in ngff.open_output(tmp_path / "z.ome.zarr") if layer.name == "probability"]
+    assert plain[0].axes == "ZCYX" and plain[0].data[0].shape == (3, 2, 8, 8) and plain[0].scale == (1.0,) * 4
 
 
 def test_zarr_output_and_resume(tmp_path):

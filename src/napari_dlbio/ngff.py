@@ -113,6 +113,45 @@ def open_image(path: str | Path) -> OpenedImage:
     raise ValueError(f"{p} is neither a TIFF/PNG/JPEG file nor an OME-Zarr/zarr folder")
 
 
+@dataclass
+class OutputLayer:
+    """One output of a finished store, ready for a napari layer: ``data`` is its pyramid
+    (level 0 first, lazy zarr arrays); ``scale``/``translate`` are level 0's."""
+
+    name: str
+    kind: Literal["labels", "image"]
+    data: list
+    axes: str
+    scale: tuple[float, ...]
+    translate: tuple[float, ...]
+
+
+def open_output(path: str | Path) -> list[OutputLayer]:
+    """The outputs of a store written by :func:`output_factory` (zarr or OME-Zarr), lazily."""
+    import zarr
+
+    from .output_layout import is_labels
+
+    p = Path(path)
+    info = zarr.open_group(str(p), mode="r").attrs.get("napari-dlbio")
+    if not isinstance(info, dict) or "outputs" not in info:
+        raise ValueError(f"{p} is not an output store of napari-dlbio (no finished outputs recorded)")
+    layers = []
+    for name, out in info["outputs"].items():
+        node = zarr.open(str(p / out["path"]) if out["path"] else str(p), mode="r")
+        if out.get("ngff"):
+            meta = _ngff_metadata(p / out["path"], node)
+            data = [node[d.path] for d in meta.datasets]
+            scale, translate = _world_transform(meta, len(out["axes"]))
+        else:
+            data = [node]
+            scale = tuple(info.get("scale", {}).get(name, [1.0] * node.ndim))
+            translate = tuple(info.get("translate", {}).get(name, [0.0] * node.ndim))
+        kind = "labels" if is_labels(data[0].dtype) else "image"
+        layers.append(OutputLayer(name, kind, data, out["axes"], scale, translate))
+    return layers
+
+
 # --- zarr and OME-Zarr -----------------------------------------------------------------------
 def _open_zarr(p: Path) -> OpenedImage:
     import zarr
@@ -162,13 +201,7 @@ def _bioformats2raw_series(group) -> str:
 
 def _ngff_image(p: Path, group, version: str, prefix: str) -> OpenedImage:
     """Level 0 of an NGFF image with its axes, pixel size and offset (validated by ome-zarr)."""
-    from ome_zarr import OMEZarrMultiscale
-
-    try:
-        meta = OMEZarrMultiscale.from_ome_zarr(group).metadata
-    except Exception as exc:  # noqa: BLE001 - pydantic/zarr errors: the metadata is not valid NGFF
-        why = " ".join(str(exc).split())[:300]
-        raise ValueError(f"{p}: invalid OME-Zarr {version} metadata: {why}") from None
+    meta = _ngff_metadata(p, group, version)
     names = [str(a.name).lower() for a in meta.axes]
     bad = [n for n in names if n not in _NGFF_LETTERS]
     if bad:
@@ -179,6 +212,17 @@ def _ngff_image(p: Path, group, version: str, prefix: str) -> OpenedImage:
     dataset = meta.datasets[0].path
     src = ImageSource(str(p), "ome-zarr", prefix + dataset)
     return OpenedImage(src.open(), src, axes, scale, translate, units, False, version)
+
+
+def _ngff_metadata(p: Path, group, version: str = ""):
+    """The multiscale metadata of an image group, validated by ome-zarr (pydantic models)."""
+    from ome_zarr import OMEZarrMultiscale
+
+    try:
+        return OMEZarrMultiscale.from_ome_zarr(group).metadata
+    except Exception as exc:  # noqa: BLE001 - pydantic/zarr errors: the metadata is not valid NGFF
+        why = " ".join(str(exc).split())[:300]
+        raise ValueError(f"{p}: invalid OME-Zarr {version} metadata: {why}".replace("  ", " ")) from None
 
 
 def _world_transform(meta, ndim: int) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -80,8 +80,11 @@ class ZarrOutputs(OutputsBase):
             what = "resume" if resume else "create"
             raise ValueError(f"cannot {what} the output store {self.path}: {exc}") from None
 
-    def _key(self, name: str, labels: bool) -> str:
-        if self.fmt == "zarr":
+    def _key(self, name: str, labels: bool, axes: str) -> str:
+        if self.fmt == "zarr" or not ngff_order_ok(axes):
+            # NGFF cannot describe e.g. ZCYX (a 2D model's probabilities of a Z stack): such an
+            # output is kept as a plain array (axes in its dimension names and our attribute)
+            # rather than failing the run at its end.
             return name
         if labels:
             return f"labels/{name}/0"
@@ -91,10 +94,7 @@ class ZarrOutputs(OutputsBase):
         import zarr
 
         axes = self.layout.out_axes(shape)
-        if self.fmt == "ome-zarr" and not ngff_order_ok(axes):
-            raise ValueError(f"OME-Zarr needs the axes in the order t, c, z, y, x; the output {name!r} has "
-                             f"{axes}: choose --out-format zarr or tif")
-        key = self._key(name, is_labels(dtype))
+        key = self._key(name, is_labels(dtype), axes)
         self.keys[name], self.axes[name] = key, axes
         if key in self.root:
             return self._reopen(name, key, shape, dtype)
@@ -123,13 +123,13 @@ class ZarrOutputs(OutputsBase):
         """Pyramids and NGFF metadata (OME-Zarr), provenance, then the final name."""
         import zarr
 
-        if self.fmt == "ome-zarr":
-            for name in self.keys:
-                self._finish_ngff(name, ctx)
+        ngff = [n for n, k in self.keys.items() if self.fmt == "ome-zarr" and (k == "0" or k.endswith("/0"))]
+        for name in ngff:
+            self._finish_ngff(name, ctx)
         info = {"source": _source_info(self.source), "outputs": {
-            n: {"path": k.rpartition("/")[0] if self.fmt == "ome-zarr" else k, "axes": self.axes[n]}
+            n: {"path": k.rpartition("/")[0] if n in ngff else k, "axes": self.axes[n], "ngff": n in ngff}
             for n, k in self.keys.items()}, **(attrs or {})}
-        if self.fmt == "zarr":
+        if len(ngff) < len(self.keys):
             info["scale"] = {n: self.layout.out_scale(a) for n, a in self.axes.items()}
             info["translate"] = {n: self.layout.out_translate(a) for n, a in self.axes.items()}
         root = zarr.open_group(str(self.path), mode="a", zarr_format=self.zarr_format)

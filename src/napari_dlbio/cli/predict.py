@@ -112,8 +112,11 @@ def _predict_file(job: _Job, f: Path, ctx: JobContext) -> list[Path] | None:
         if pred.cancelled:
             keep_partial(job, f, outputs)
             return None
+        count = _count_objects(job, pred)  # before finalize renames the arrays' store
         written = _write(job, f, pred, outputs)
-        _report_file(job, f, pred, written[0])
+        if count is not None:
+            job.bar.close()
+            job.log(f"{f.name}: {count} -> {written[0]}")
         return written
 
 
@@ -173,13 +176,18 @@ def _write(job: _Job, f: Path, pred, outputs) -> list[Path]:
         raise
 
 
-def _report_file(job: _Job, f: Path, pred, written: Path) -> None:
+def _count_objects(job: _Job, pred) -> str | None:
+    """``"N object(s)"`` (ids are consecutive), read chunk-wise from zarr outputs."""
     import numpy as np
 
     labels = pred.outputs.get("labels")
     if labels is None or job.quiet:
-        return
-    job.bar.close()
+        return None
     # Reading back a huge output only to count objects is not worth it.
-    n = f"{int(np.max(labels))} object(s)" if 0 < np.size(labels) <= 2**27 else "done"
-    job.log(f"{f.name}: {n} -> {written}")
+    if not 0 < np.size(labels) <= 2**27:
+        return "done"
+    if isinstance(labels, np.ndarray):
+        return f"{int(np.max(labels))} object(s)"
+    import dask.array as da
+
+    return f"{int(da.from_array(labels, chunks=labels.chunks).max().compute())} object(s)"
