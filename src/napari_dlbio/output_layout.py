@@ -202,7 +202,6 @@ def is_disk_full(exc: BaseException) -> bool:
     return False
 
 
-
 def is_finished(final: Path) -> bool:
     """Whether an output was finished by an earlier run (``--resume`` skips its input)."""
     return final.exists() and not working_path(final).exists() and not working_path(final, ".zarr").exists()

@@ -69,7 +69,8 @@ def _load_model(name: str, backend: str | None):
 
 
 def _predict_all(job: _Job, files: list[Path]) -> tuple[list[Path], bool]:
-    """The files written, and whether Ctrl-C cancelled (the cancelled file leaves nothing).
+    """The files written, and whether Ctrl-C cancelled (the cancelled input leaves nothing
+    but, for zarr outputs, its hidden working store, which ``--resume`` continues).
 
     In this process (the command line has no UI to protect), through the same
     executor interface as the docks' job process.
