@@ -174,6 +174,14 @@ def test_ome_zarr_output_round_trip(tmp_path):
     assert prob_node.metadata["coordinateTransformations"][1][1]["translation"] == [0.0, 0.0, 10.25, 20.25]
     assert prob_node.metadata["axes"][2] == {"name": "y", "type": "space", "unit": "micrometer"}
 
+    # Valid NGFF by the reference pydantic models (ome-zarr-models).
+    from ome_zarr_models import open_ome_zarr
+
+    assert type(open_ome_zarr(zarr.open_group(str(final / "labels"), mode="r"))).__name__ == "Labels"
+    label_image = open_ome_zarr(zarr.open_group(str(final / "labels" / "labels"), mode="r"))
+    assert type(label_image).__name__ == "ImageLabel"
+    assert type(open_ome_zarr(zarr.open_group(str(final / "probability"), mode="r"))).__name__ == "Image"
+
     # Our reader (napari-ome-zarr is not a dependency) and the provenance.
     back = ngff.open_image(final / "labels" / "labels")
     assert (back.axes, back.scale, back.translate) == ("ZYX", (2.0, 0.5, 0.5), (0.0, 10.0, 20.0))
@@ -212,6 +220,9 @@ def test_ngff_04_output_and_image_output(tmp_path):
     out.finalize()
     store = tmp_path / "d.ome.zarr"
     assert (store / ".zattrs").is_file() and (store / "0" / "2" / "1" / "1").is_file()  # t/y/x nested
+    from ome_zarr_models import open_ome_zarr
+
+    assert type(open_ome_zarr(zarr.open_group(str(store), mode="r"), version="0.4")).__name__ == "Image"
     back = ngff.open_image(tmp_path / "d.ome.zarr")
     assert back.ngff_version == "0.4" and back.axes == "TYX" and back.scale == (1.0, 0.3, 0.3)
     np.testing.assert_array_equal(back.array[...], den)

@@ -107,3 +107,7 @@ def write_label_metadata(labels_group, name: str, version: str, source_image: st
         add_metadata(labels_group, {"labels": [n for n in listed if n != name]}, fmt=fmt)
     extra = {"source": {"image": source_image}} if source_image else {}
     write(labels_group, name, fmt=fmt, **extra)
+    if version != "0.4":
+        # NGFF 0.5 wants "version" in every group's "ome" attributes; ome-zarr (0.18) writes
+        # it with multiscales only, so the labels group would not validate without it.
+        add_metadata(labels_group, {"version": version}, fmt=fmt)
