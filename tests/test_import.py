@@ -42,6 +42,10 @@ LIGHT_MODULES = (
     "napari_dlbio.evaluation",
     "napari_dlbio.formatting",
     "napari_dlbio.requests",
+    "napari_dlbio.ngff",
+    "napari_dlbio.outputs",
+    "napari_dlbio.output_layout",
+    "napari_dlbio.multiscale",
 )
 
 

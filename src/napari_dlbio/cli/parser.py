@@ -90,23 +90,40 @@ def _add_predict(sub, common, specs: dict, backend) -> None:
     p = sub.add_parser(
         "predict",
         parents=[common],
-        help="apply a model to TIFF files or folders",
-        description="Apply a model to images; writes one TIFF per input, with the same file name, "
-        "into --out.",
+        help="apply a model to image files, OME-Zarr/zarr stores or folders",
+        description="Apply a model to images (TIFF, PNG, JPEG, OME-Zarr, zarr); writes one output per "
+        "input, with the same name, into --out: a TIFF, or an OME-Zarr store (see --out-format).",
         epilog="Options of the model's backend are listed when --model (or --backend) is given "
         "before --help.",
     )
     also = f"; with --backend {pretrained} also a pretrained name/path" if pretrained else ""
     p.add_argument("--model", required=True, metavar="MODEL", help=f"store name or model folder{also}")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, zarr stores or folders")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
     p.add_argument("--backend", choices=list(specs), help="backend of a pretrained model")
     p.add_argument(
         "--axes", help="axes of the inputs, e.g. YX, ZYX, TYX, CYX (default: from file or guessed)"
     )
     p.add_argument("--channels", metavar="I,J", help="input channels to use (default: all)")
+    _add_large_image_options(p)
     if backend is not None:
         add_settings_options(p, backend.Predict, backend.name, _taken(p))
+
+
+def _add_large_image_options(p) -> None:
+    """Output format and blockwise prediction of images larger than memory."""
+    g = p.add_argument_group("large images")
+    g.add_argument("--out-format", choices=("tif", "zarr", "ome-zarr"),
+                   help="tif, zarr or ome-zarr (default: ome-zarr for OME-Zarr inputs and outputs over "
+                   "~2 GB, tif otherwise)")
+    g.add_argument("--block-size", type=int, metavar="N",
+                   help="pixels per block edge for images larger than a block (default: from --memory-limit)")
+    g.add_argument("--block-overlap", type=int, metavar="N",
+                   help="pixels of overlap around each block (default: from the model)")
+    g.add_argument("--memory-limit", metavar="SIZE",
+                   help="memory for one block's work, e.g. 2GB (default: the engine's)")
+    g.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run: keep its finished outputs and blocks")
 
 
 def _add_models(sub, common) -> None:

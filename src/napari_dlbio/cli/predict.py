@@ -1,4 +1,4 @@
-"""``napari-dlbio predict``: apply a model to image files, one output TIFF per input and output."""
+"""``napari-dlbio predict``: apply a model to images, one output (TIFF files or a zarr store) per input."""
 
 from __future__ import annotations
 
@@ -10,7 +10,15 @@ from typing import Any
 from ..execution import Call, InProcessExecutor, JobCallbacks
 from ..jobs import JobContext
 from .common import EXIT_CANCELLED, CLIError, _log, channels_option
-from .images import _expand_inputs, _guess_for_model, _OpenImage, _out_name, _TiffOutputs
+from .formats import (
+    LargeImageOptions,
+    check_out_dir,
+    choose_format,
+    disk_full,
+    keep_partial,
+    large_image_options,
+)
+from .images import _expand_inputs, _guess_for_model, _OpenImage
 from .options import settings_from_args
 from .progress import ProgressBar, _CancelOnInterrupt
 
@@ -27,6 +35,7 @@ class _Job:
     log: Any
     bar: ProgressBar
     quiet: bool
+    large: LargeImageOptions
 
 
 def cmd_predict(args, backend) -> int:
@@ -34,12 +43,12 @@ def cmd_predict(args, backend) -> int:
     from .. import tasks
 
     files = _expand_inputs(args.inputs)
-    out_dir = _out_dir(args.out, files)
+    large = large_image_options(args)
+    out_dir = check_out_dir(Path(args.out).expanduser(), files, large.out_format)
     settings = settings_from_args(args, backend.Predict)
     model = _load_model(args.model, args.backend)
     job = _Job(model, settings, channels_option(args.channels), args.axes, out_dir, _log(args),
-               ProgressBar("predict", enabled=not args.quiet), args.quiet)
-    out_dir.mkdir(parents=True, exist_ok=True)
+               ProgressBar("predict", enabled=not args.quiet), args.quiet, large)
     job.log(f"predicting {len(files)} image(s) with {tasks.model_name(model)} ({model.backend})")
     start = time.monotonic()
     written, cancelled = _predict_all(job, files)
@@ -48,17 +57,6 @@ def cmd_predict(args, backend) -> int:
         return EXIT_CANCELLED
     print(f"wrote {len(written)} file(s) to {out_dir} in {time.monotonic() - start:.1f} s")
     return 0
-
-
-def _out_dir(out: str, files: list[Path]) -> Path:
-    """``--out`` as a folder that overwrites none of the inputs."""
-    out_dir = Path(out).expanduser()
-    if out_dir.exists() and not out_dir.is_dir():
-        raise CLIError(f"--out {out_dir} is a file, not a folder")
-    for f in files:
-        if (out_dir / _out_name(f)).resolve() == f.resolve():
-            raise CLIError(f"--out would overwrite the input {f}; choose another folder")
-    return out_dir
 
 
 def _load_model(name: str, backend: str | None):
@@ -71,7 +69,8 @@ def _load_model(name: str, backend: str | None):
 
 
 def _predict_all(job: _Job, files: list[Path]) -> tuple[list[Path], bool]:
-    """The files written, and whether Ctrl-C cancelled (the cancelled file leaves nothing).
+    """The files written, and whether Ctrl-C cancelled (the cancelled input leaves nothing
+    but, for zarr outputs, its hidden working store, which ``--resume`` continues).
 
     In this process (the command line has no UI to protect), through the same
     executor interface as the docks' job process.
@@ -95,23 +94,43 @@ def _predict_files(job: _Job, files: list[Path], ctx: JobContext) -> tuple[list[
 
 
 def _predict_file(job: _Job, f: Path, ctx: JobContext) -> list[Path] | None:
-    """Predict one file and write its outputs; None when cancelled."""
+    """Predict one input and write its outputs; None when cancelled."""
     from ..axes import ItemPlan
+    from ..ngff import is_finished, output_path
 
     with _OpenImage(f) as img:
+        if img.note:
+            job.log(img.note)
         axes = _axes_of(job, f, img)
         plan = ItemPlan(axes, tuple(img.array.shape), job.model.item_ndim(job.settings), job.channels)
-        outputs = _TiffOutputs(job.out_dir, f, plan)
+        fmt = choose_format(job.large, job.model, img, plan)
+        final = output_path(job.out_dir, f, fmt)
+        if job.large.resume and is_finished(final):
+            job.log(f"{f.name}: finished by an earlier run ({final}); skipped")
+            return [final]
+        outputs = _make_outputs(job, f, final, fmt, img, axes, plan)
         pred = _run_model(job, f, img, axes, ctx, outputs)
         if pred.cancelled:
-            outputs.discard()
+            keep_partial(job, f, outputs)
             return None
-        written = _write(pred, outputs)
-        _report_file(job, f, pred)
+        count = _count_objects(job, pred)  # before finalize renames the arrays' store
+        written = _write(job, f, pred, outputs)
+        if count is not None:
+            job.bar.close()
+            job.log(f"{f.name}: {count} -> {written[0]}")
         return written
 
 
-def _axes_of(job: _Job, f: Path, img: _OpenImage) -> str:
+def _make_outputs(job: _Job, f: Path, final: Path, fmt: str, img, axes: str, plan):
+    from .formats import make_outputs
+
+    try:
+        return make_outputs(job.large, final, fmt, img, axes, plan)
+    except ValueError as exc:
+        raise CLIError(f"{f.name}: {exc}") from None
+
+
+def _axes_of(job: _Job, f: Path, img) -> str:
     """--axes, else the file's own, else a guess that suits the model; checked against the shape."""
     from ..axes import validate_axes
 
@@ -123,37 +142,53 @@ def _axes_of(job: _Job, f: Path, img: _OpenImage) -> str:
         raise CLIError(f"{f.name}: {exc}") from None
 
 
-def _run_model(job: _Job, f: Path, img: _OpenImage, axes: str, ctx: JobContext, outputs: _TiffOutputs):
-    """``tasks.predict`` into ``outputs``; on any error the partial files are removed."""
+def _run_model(job: _Job, f: Path, img, axes: str, ctx: JobContext, outputs):
+    """``tasks.predict`` into ``outputs``. On an error a resumable output (zarr) stays for
+    ``--resume`` (bad input excepted: nothing of it is worth keeping), others are removed."""
     from .. import tasks
+    from ..ngff import is_disk_full
 
     try:
         return tasks.predict(job.model, img.array, axes, job.settings, ctx, rgb=img.rgb,
-                             channels=job.channels, out=outputs)
+                             channels=job.channels, out=outputs, **job.large.engine_kwargs())
     except ValueError as exc:
         outputs.discard()
         raise CLIError(f"{f.name}: {exc}") from None
-    except BaseException:
-        outputs.discard()
+    except BaseException as exc:
+        if is_disk_full(exc):
+            raise disk_full(f, outputs, job.out_dir) from None
+        keep_partial(job, f, outputs)
         raise
 
 
-def _write(pred, outputs: _TiffOutputs) -> list[Path]:
-    """Add the vector outputs (polygons) and give the files their real names."""
+def _write(job: _Job, f: Path, pred, outputs) -> list[Path]:
+    """Add the vector outputs (polygons), finish the outputs and give them their real names."""
     from .. import tasks
+    from ..ngff import is_disk_full
 
-    if tasks.SHAPES in pred.outputs:
-        outputs.add_shapes(pred.outputs[tasks.SHAPES], pred.axes[tasks.SHAPES])
-    return outputs.commit()
+    try:
+        if tasks.SHAPES in pred.outputs:
+            outputs.add_shapes(pred.outputs[tasks.SHAPES], pred.axes[tasks.SHAPES])
+        return outputs.finalize(attrs={"model": pred.model})
+    except BaseException as exc:
+        if is_disk_full(exc):
+            raise disk_full(f, outputs, job.out_dir) from None
+        keep_partial(job, f, outputs)
+        raise
 
 
-def _report_file(job: _Job, f: Path, pred) -> None:
+def _count_objects(job: _Job, pred) -> str | None:
+    """``"N object(s)"`` (ids are consecutive), read chunk-wise from zarr outputs."""
     import numpy as np
 
     labels = pred.outputs.get("labels")
     if labels is None or job.quiet:
-        return
-    job.bar.close()
+        return None
     # Reading back a huge output only to count objects is not worth it.
-    n = f"{int(np.max(labels))} object(s)" if 0 < np.size(labels) <= 2**27 else "done"
-    job.log(f"{f.name}: {n} -> {job.out_dir / _out_name(f)}")
+    if not 0 < np.size(labels) <= 2**27:
+        return "done"
+    if isinstance(labels, np.ndarray):
+        return f"{int(np.max(labels))} object(s)"
+    import dask.array as da
+
+    return f"{int(da.from_array(labels, chunks=labels.chunks).max().compute())} object(s)"
