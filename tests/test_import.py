@@ -17,6 +17,7 @@ HEAVY = (
     "tensorflow",
     "napari",
     "magicgui",
+    "distributed",  # the optional cluster engine: imported only when a cluster is asked for
 )
 
 # Core modules that must be importable without any of HEAVY.
@@ -42,6 +43,8 @@ LIGHT_MODULES = (
     "napari_dlbio.evaluation",
     "napari_dlbio.formatting",
     "napari_dlbio.requests",
+    "napari_dlbio.cluster",
+    "napari_dlbio.cli.on_cluster",
 )
 
 
