@@ -16,6 +16,7 @@ each worker process loads a model once (:func:`worker_model`).
 from __future__ import annotations
 
 import os
+import queue
 import re
 import threading
 import uuid
@@ -182,6 +183,8 @@ class DaskRunner:
     could then land after the caller thinks the run is over.
     """
 
+    POLL_S = 0.2   # how often a wait for the next completion looks at the cancel request
+
     def __init__(self, client) -> None:
         self.client = client
 
@@ -197,42 +200,64 @@ class DaskRunner:
         is raised. Anything else (a second Ctrl-C, the caller closing the generator)
         cancels the futures without waiting.
         """
-        from distributed import as_completed
-
         todo = list(reversed(tasks))
         running: dict[Any, Any] = {}
-        done = as_completed(loop=self.client.loop)
+        ready: queue.Queue = queue.Queue()   # futures as they finish (done callbacks)
         stop: BaseException | None = None
         tag = f"{getattr(fn, '__name__', 'task')}-{uuid.uuid4().hex[:8]}"
         try:
             ctx.check()
-            self._fill(fn, todo, running, done, tag)
-            for fut in done:
-                task = running.pop(fut)
-                try:
-                    result = self._result(fut, task, name)
-                except TaskFailed as exc:
-                    stop = stop or exc
-                    continue
-                yield task, result
+            self._fill(fn, todo, running, ready, tag)
+            while running:
+                fut = self._next(ready, ctx if stop is None else None)
+                task = running.pop(fut, None)
+                if task is not None:  # else: cancel asked while waiting, or a future dropped since
+                    try:
+                        yield task, self._result(fut, task, name)
+                    except TaskFailed as exc:
+                        stop = self._halt(stop or exc, running)
+                if stop is None and ctx.cancelled:
+                    stop = self._halt(Cancelled("cancelled by the user"), running)
                 if stop is None:
-                    stop = _cancelled(ctx)
-                if stop is None:
-                    self._fill(fn, todo, running, done, tag)
+                    self._fill(fn, todo, running, ready, tag)
             if stop is not None:
                 raise stop
         finally:
             if running:
                 self.client.cancel(list(running))
 
-    def _fill(self, fn, todo: list, running: dict, done, tag: str) -> None:
+    def _fill(self, fn, todo: list, running: dict, ready: queue.Queue, tag: str) -> None:
         free = self._slots() - len(running)
         while todo and free > 0:
             task = todo.pop()
             fut = self.client.submit(fn, task, key=f"{tag}-{len(todo)}", retries=1, pure=False)
             running[fut] = task
-            done.add(fut)
+            fut.add_done_callback(ready.put)
             free -= 1
+
+    def _next(self, ready: queue.Queue, ctx: JobContext | None):
+        """The next finished future; None as soon as ``ctx`` (when given) is cancelled."""
+        while True:
+            try:
+                return ready.get(timeout=self.POLL_S)
+            except queue.Empty:
+                if ctx is not None and ctx.cancelled:
+                    return None
+
+    def _halt(self, why: BaseException, running: dict) -> BaseException:
+        """Schedule nothing more: cancel the futures no worker has started (none, unless workers
+        left or none came yet); the running ones are waited for. Returns ``why``.
+
+        A future the scheduler hands to a worker between the two calls below may
+        still run; its result is then not reported.
+        """
+        started = {key for keys in self.client.processing().values() for key in keys}
+        unstarted = [f for f in running if f.key not in started and not f.done()]
+        for f in unstarted:
+            del running[f]
+        if unstarted:
+            self.client.cancel(unstarted)
+        return why
 
     @staticmethod
     def _result(fut, task, name: Callable[[Any], str]):
@@ -244,11 +269,3 @@ class DaskRunner:
         if type(exc).__name__ == "KilledWorker":
             raise TaskFailed(f"{name(task)} failed: the workers running it kept dying ({exc})") from exc
         raise TaskFailed(f"{name(task)} failed twice: {type(exc).__name__}: {exc}") from exc
-
-
-def _cancelled(ctx: JobContext) -> Cancelled | None:
-    try:
-        ctx.check()
-    except Cancelled as exc:
-        return exc
-    return None
