@@ -167,6 +167,8 @@ def test_bad_cluster_specs_and_a_missing_scheduler_address(monkeypatch):
             cluster.connect(bad)
     with pytest.raises(ValueError, match="at least one"):
         cluster.connect("local:0")
+    with pytest.raises(ValueError, match="tcp://127.0.0.1:port is not a scheduler address"):
+        cluster.connect("tcp://127.0.0.1:port")
 
 
 def test_without_distributed_the_message_says_what_to_install(monkeypatch, tiny_model, tmp_path, capsys):

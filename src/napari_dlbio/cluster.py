@@ -122,6 +122,8 @@ def _client(address: str, timeout: float):
         return Client(address, timeout=timeout, set_as_default=False)
     except (OSError, TimeoutError) as exc:
         raise ConnectionError(f"no Dask scheduler answers at {address} (waited {timeout:g} s): {exc}") from None
+    except ValueError as exc:  # distributed's parser on e.g. a port that is no number
+        raise ValueError(f"{address} is not a scheduler address like tcp://HOST:PORT ({exc})") from None
 
 
 def _start_local(n: int) -> Cluster:

@@ -64,7 +64,9 @@ def cmd_predict_on_cluster(args, backend) -> int:
     todo = [FileTask(str(f.resolve()), str(out_dir.resolve()), source, settings, job.channels, job.axes)
             for f in files]
     out_dir.mkdir(parents=True, exist_ok=True)
-    job.log(f"connecting to {args.cluster or '$' + ADDRESS_ENV}...")
+    spec = args.cluster or f"${ADDRESS_ENV}"
+    job.log(f"starting a local cluster ({spec})..." if spec.startswith("local:")
+            else f"connecting to {spec}...")
     with connect(args.cluster) as cluster:
         job.log(f"predicting {len(files)} image(s) with {source.name} ({source.backend}) on {cluster.describe()}")
         start = time.monotonic()
