@@ -17,6 +17,7 @@ HEAVY = (
     "tensorflow",
     "napari",
     "magicgui",
+    "distributed",  # the optional cluster engine: imported only when a cluster is asked for
 )
 
 # Core modules that must be importable without any of HEAVY.
@@ -46,6 +47,8 @@ LIGHT_MODULES = (
     "napari_dlbio.outputs",
     "napari_dlbio.output_layout",
     "napari_dlbio.multiscale",
+    "napari_dlbio.cluster",
+    "napari_dlbio.cli.on_cluster",
 )
 
 

@@ -101,6 +101,21 @@ class ModelSource:
     def pretrained(cls, backend: str, name: str) -> ModelSource:
         return cls("pretrained", backend, None, name)
 
+    @classmethod
+    def named(cls, name_or_path: str, backend: str | None = None) -> ModelSource:
+        """What ``tasks.load_model(name_or_path, backend)`` would load, without loading it.
+
+        Paths are made absolute: the source may be loaded by a worker whose
+        working folder differs (a cluster's). A ModelError when no such model is saved.
+        """
+        if backend is not None and tasks._store_folder(name_or_path) is None:
+            p = Path(name_or_path).expanduser()
+            return cls.pretrained(backend, str(p.resolve()) if p.exists() else str(name_or_path))
+        info = store.read_info(store.resolve(name_or_path))
+        if backend is not None and info.backend != backend:
+            raise store.ModelError(f"{info.name} is a {info.backend} model, not {backend}")
+        return replace(cls.saved(info), path=Path(info.path).resolve())
+
     @property
     def key(self) -> tuple:
         """Identifies the loaded model, for a dock's cache."""

@@ -99,6 +99,10 @@ def _run(argv: list[str]) -> int:
     if args.command == "predict":
         if predict_be is None:
             predict_be = backend_spec(args.backend or store.read_info(store.resolve(args.model)).backend)
+        if args.cluster is not None:  # the files go to dask.distributed workers
+            from .on_cluster import cmd_predict_on_cluster
+
+            return cmd_predict_on_cluster(args, predict_be)
         return cmd_predict(args, predict_be)
     if args.command == "models":
         return cmd_models(args)

@@ -106,6 +106,12 @@ def _add_predict(sub, common, specs: dict, backend) -> None:
     )
     p.add_argument("--channels", metavar="I,J", help="input channels to use (default: all)")
     _add_large_image_options(p)
+    p.add_argument(
+        "--cluster", nargs="?", const="", metavar="WHERE",
+        help="predict on a Dask cluster (needs napari-dlbio[cluster]): local:N starts N worker processes "
+        "here, tcp://HOST:PORT uses a running dask scheduler; alone: $SCHEDULER_ADDRESS "
+        "(default: in this process)",
+    )
     if backend is not None:
         add_settings_options(p, backend.Predict, backend.name, _taken(p))
 

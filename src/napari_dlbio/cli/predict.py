@@ -42,20 +42,29 @@ def cmd_predict(args, backend) -> int:
     """Predict every input with ``--model``; ``backend`` (a BackendSpec) gives the settings options."""
     from .. import tasks
 
-    files = _expand_inputs(args.inputs)
-    large = large_image_options(args)
-    out_dir = check_out_dir(Path(args.out).expanduser(), files, large.out_format)
-    settings = settings_from_args(args, backend.Predict)
+    files, out_dir, settings, large = _inputs(args, backend)
     model = _load_model(args.model, args.backend)
     job = _Job(model, settings, channels_option(args.channels), args.axes, out_dir, _log(args),
                ProgressBar("predict", enabled=not args.quiet), args.quiet, large)
     job.log(f"predicting {len(files)} image(s) with {tasks.model_name(model)} ({model.backend})")
     start = time.monotonic()
-    written, cancelled = _predict_all(job, files)
+    return _finish(job, *_predict_all(job, files), start)
+
+
+def _inputs(args, backend) -> tuple[list[Path], Path, Any, Any]:
+    """The input files, the output folder, the backend's Predict settings and the large-image options."""
+    files = _expand_inputs(args.inputs)
+    large = large_image_options(args)
+    out_dir = check_out_dir(Path(args.out).expanduser(), files, large.out_format)
+    return files, out_dir, settings_from_args(args, backend.Predict), large
+
+
+def _finish(job: _Job, written: list[Path], cancelled: bool, start: float) -> int:
+    """The command's last line and exit status."""
     if cancelled:
-        job.log(f"cancelled; {len(written)} file(s) written to {out_dir}")
+        job.log(f"cancelled; {len(written)} file(s) written to {job.out_dir}")
         return EXIT_CANCELLED
-    print(f"wrote {len(written)} file(s) to {out_dir} in {time.monotonic() - start:.1f} s")
+    print(f"wrote {len(written)} file(s) to {job.out_dir} in {time.monotonic() - start:.1f} s")
     return 0
 
 
