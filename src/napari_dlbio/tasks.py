@@ -17,9 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from . import store
+from . import blockwise, store
 from .axes import ItemPlan, guess_axes
 from .backends import get as get_backend
+from .blockwise import BlockOptions
 from .config import PredictSettings, TrainSettings
 from .data import Sample, TrainingData
 from .jobs import Cancelled, JobContext
@@ -38,19 +39,31 @@ class Prediction:
     n_items: int = 0
 
 
-def zarr_outputs(folder: str | Path, chunk: int = 512) -> OutFactory:
-    """Outputs as zarr arrays on disk, for stacks larger than memory.
+class ZarrOutputs:
+    """Outputs as zarr arrays ``<folder>/<name>.zarr``, for images and stacks larger than memory.
 
-    Chunks hold one item's plane, so each write touches only its own chunks.
+    Chunks hold one item's plane, at most ``chunk`` pixels a side, so each write
+    touches only its own chunks. ``root`` and ``array_path`` make it a
+    :class:`~napari_dlbio.blockwise.DiskOutputs`: blockwise prediction keeps its
+    progress in ``<folder>/.dlbio`` and can resume.
     """
 
-    def make(name: str, shape: tuple, dtype) -> Any:
+    def __init__(self, folder: str | Path, chunk: int = 512) -> None:
+        self.root, self.chunk = Path(folder), int(chunk)
+
+    def array_path(self, name: str) -> str:
+        return str(self.root / f"{name}.zarr")
+
+    def __call__(self, name: str, shape: tuple, dtype) -> Any:
         import zarr
 
-        chunks = tuple(1 for _ in shape[:-2]) + tuple(min(chunk, s) for s in shape[-2:])
-        return zarr.open(str(Path(folder) / f"{name}.zarr"), mode="w", shape=shape, chunks=chunks, dtype=dtype)
+        chunks = tuple(1 for _ in shape[:-2]) + tuple(min(self.chunk, s) for s in shape[-2:])
+        return zarr.open_array(self.array_path(name), mode="w", shape=shape, chunks=chunks, dtype=dtype)
 
-    return make
+
+def zarr_outputs(folder: str | Path, chunk: int = 512) -> ZarrOutputs:
+    """Outputs as zarr arrays on disk (see :class:`ZarrOutputs`)."""
+    return ZarrOutputs(folder, chunk)
 
 
 def load_model(name_or_path: str | Path, backend: str | None = None):
@@ -90,6 +103,7 @@ def predict(
     channels: tuple[int, ...] | None = None,
     out: OutFactory | None = None,
     unique_labels: bool = True,
+    blocks: BlockOptions | None = None,
 ) -> Prediction:
     """Apply ``model`` to every item of ``image`` (numpy, dask or zarr).
 
@@ -97,6 +111,12 @@ def predict(
     when ``out`` allocates outputs on disk (e.g. ``zarr.open``). Labels of separate
     items are offset so every object of the stack has its own id. On cancel the
     items done so far are returned with ``cancelled=True``.
+
+    An item larger than a block (``blocks.size``, else from ``blocks.memory_limit``)
+    is predicted block by block (:mod:`napari_dlbio.blockwise`) when ``out`` is given
+    or ``blocks.size`` is: instance labels are then stitched across blocks (uint32,
+    uint64 for more than 2**32 - 1 possible ids) and vector outputs (polygons) are
+    not made. With ``blocks.resume`` a run cut short in the same ``out`` continues.
     """
     ctx = ctx or JobContext()
     settings = model.coerce_predict(settings)
@@ -111,6 +131,8 @@ def predict(
             f"gives {plan.n_channels} (axes {plan.axes}, shape {plan.shape}); choose the channels "
             "to use or set the axes"
         )
+    if blockwise.wanted(model, plan, settings, out, blocks):
+        return _predict_blockwise(model, image, plan, settings, ctx, out, unique_labels, blocks)
     writer = _Writer(plan, out or (lambda name, shape, dtype: np.zeros(shape, dtype)), unique_labels)
     start = time.monotonic()
     n, done, cancelled = plan.n_items, 0, False
@@ -127,6 +149,14 @@ def predict(
         done = k + 1
         ctx.report(done, n, f"{done}/{n} {'slices' if n > 1 else 'image'}")
     return Prediction(writer.outputs, writer.axes, model_name(model), time.monotonic() - start, cancelled, done)
+
+
+def _predict_blockwise(model, image, plan, settings, ctx, out, unique_labels, blocks) -> Prediction:
+    start = time.monotonic()
+    res = blockwise.predict_blockwise(model, image, plan, settings, ctx, out, unique_labels,
+                                      blocks or BlockOptions())
+    return Prediction(res.outputs, res.axes, model_name(model), time.monotonic() - start, res.cancelled,
+                      res.n_items)
 
 
 class _Writer:
