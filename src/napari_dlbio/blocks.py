@@ -99,11 +99,6 @@ class BlockGrid:
     def n_blocks(self) -> int:
         return int(np.prod(self.counts))
 
-    @property
-    def stride(self) -> int:
-        """Label ids reserved per block: a core holds at most one object per pixel."""
-        return int(np.prod(self.size))
-
     def block(self, index: Sequence[int]) -> Block:
         core = tuple((i * b, min((i + 1) * b, s)) for i, b, s in zip(index, self.size, self.shape))
         outer = tuple((max(0, c0 - h), min(s, c1 + h)) for (c0, c1), h, s in zip(core, self.halo, self.shape))

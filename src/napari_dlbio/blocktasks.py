@@ -30,7 +30,12 @@ SHAPES = "shapes"  # vector outputs (polygons) are not written blockwise
 
 @runtime_checkable
 class Openable(Protocol):
-    """A plain-data description of an image that opens as a lazy array (``ngff.ImageSource``)."""
+    """A plain-data description of an image that opens as a lazy array (``ngff.ImageSource``).
+
+    ``kind`` ("tiff", "zarr", "ome-zarr") tells it from arrays, which may have an ``open`` too (zarr's).
+    """
+
+    kind: str
 
     def open(self) -> Any: ...
 
@@ -121,7 +126,6 @@ class PredictTask:
     instances: str = ""                 # the name of the instance labels output ("" for none)
     raw: str = ""                       # zarr path of the item's raw labels
     halo: str = ""                      # npz path of this block's halo labels
-    stride: int = 0                     # label ids reserved per block
 
 
 def block_name(task: Any) -> str:
@@ -152,14 +156,15 @@ def predict_block(task: PredictTask) -> int:
 
 
 def _write_instances(task: PredictTask, labels: np.ndarray, core: tuple[slice, ...]) -> int:
-    local, halo, n = stitching.split_block(labels, core)
+    block = task.block
+    local, halo, ids = stitching.split_block(labels, core, [s for s, _ in block.core], task.item.plan.spatial_shape)
     target = next(t for t in task.targets if t.name == task.instances)
-    raw = stitching.raw_ids(local, task.block.number, task.stride, np.dtype(target.dtype))
-    open_array(task.raw)[task.block.core_slices()] = raw
+    raw = stitching.raw_labels(local, ids, np.dtype(target.dtype))
+    open_array(task.raw)[block.core_slices()] = raw
     # Provisional ids in the output, so a viewer sees the block at once; relabelling replaces them.
-    task.item.write(target, raw, task.block.core_slices())
-    save_arrays(task.halo, halo=halo, n=np.int64(n))
-    return n
+    task.item.write(target, raw, block.core_slices())
+    save_arrays(task.halo, halo=halo, ids=ids)
+    return len(ids)
 
 
 @dataclass(frozen=True, eq=False)
@@ -169,21 +174,20 @@ class MatchTask:
     halo: str
     raw: str
     regions: tuple[tuple[Span, ...], ...]   # where this block's halo covers a neighbour's core
-    stride: int
 
 
-def match_block(task: MatchTask) -> tuple[int, np.ndarray]:
-    """``(objects in the core, raw id pairs that are one object)`` across this block's halo."""
+def match_block(task: MatchTask) -> tuple[np.ndarray, np.ndarray]:
+    """``(raw ids of the core's objects, raw id pairs that are one object)`` across this block's halo."""
     saved = load_arrays(task.halo)
-    halo, n = saved["halo"], int(saved["n"])
+    halo, ids = saved["halo"], saved["ids"]
     raw = open_array(task.raw)
     origin = [o for o, _ in task.block.outer]
-    pairs = [np.zeros((0, 2), np.uint64)]
+    pairs = [np.zeros((0, 2), np.int64)]
     for region in task.regions:
         here = tuple(slice(a - o, b - o) for (a, b), o in zip(region, origin))
         there = np.asarray(raw[tuple(slice(a, b) for a, b in region)])
-        pairs.append(stitching.match_pairs(halo[here], there, n, task.block.number, task.stride))
-    return n, np.concatenate(pairs)
+        pairs.append(stitching.match_pairs(halo[here], there, ids))
+    return ids, np.concatenate(pairs)
 
 
 @dataclass(frozen=True, eq=False)
@@ -192,8 +196,8 @@ class RelabelTask:
     block: Block
     raw: str
     target: Target
-    lut: np.ndarray                     # local id -> final id of this block
-    stride: int
+    ids: np.ndarray                     # this block's raw ids (sorted)
+    final: np.ndarray                   # and their final ids
     marker: str
 
 
@@ -201,5 +205,5 @@ def relabel_block(task: RelabelTask) -> None:
     """Final ids for one block's core, from its raw labels (repeating it is harmless)."""
     region = task.block.core_slices()
     raw = np.asarray(open_array(task.raw)[region])
-    task.item.write(task.target, stitching.relabel(raw, task.block.number, task.stride, task.lut), region)
+    task.item.write(task.target, stitching.relabel(raw, task.ids, task.final), region)
     write_marker(task.marker)

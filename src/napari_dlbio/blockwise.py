@@ -76,13 +76,18 @@ class SerialRunner:
 
 @runtime_checkable
 class DiskOutputs(Protocol):
-    """An :data:`~napari_dlbio.tasks.OutFactory` whose arrays are on disk and can be reopened.
+    """An :data:`~napari_dlbio.tasks.OutFactory` whose arrays are zarr arrays on disk.
 
-    ``root``: the output store; block progress is kept in ``root/.dlbio``.
-    ``array_path(name)``: a path ``zarr.open_array`` opens (workers reopen outputs by it).
+    ``path``: the output store (a folder); block progress is kept in ``path/.dlbio``.
+    ``resumable``: True when the arrays are zarr (False: e.g. memory-mapped TIFFs).
+    ``array_path(name)`` (after ``out(name, ...)``): a path ``zarr.open_array`` opens, so
+    workers reopen outputs by it. A factory made to resume must, when called, reopen
+    the arrays an interrupted run left (``ngff.output_factory(..., resume=True)``,
+    ``tasks.zarr_outputs(..., resume=True)``).
     """
 
-    root: Path
+    path: Path
+    resumable: bool
 
     def __call__(self, name: str, shape: tuple, dtype: Any) -> Any: ...
 
@@ -98,8 +103,9 @@ class BlockOptions:
     multiples of the output chunks and of the model's stride. ``overlap``: the halo
     per side (None: the model's :meth:`~napari_dlbio.backends.base.ModelBase.block_needs`).
     ``runner``: None runs blocks in this process. ``resume``: continue a run cut short
-    in the same output store. ``model_source``: a ``requests.ModelSource`` that tasks
-    carry instead of the live model, for runners that ship tasks to other processes.
+    in the same output store. ``model_source`` (a ``requests.ModelSource``) and
+    ``image_source`` (an ``ngff.ImageSource``): what tasks carry instead of the live
+    model and the in-process image, for runners that ship tasks to other processes.
     """
 
     size: int | tuple[int, ...] | None = None
@@ -108,6 +114,7 @@ class BlockOptions:
     runner: Runner | None = None
     resume: bool = False
     model_source: Any = None
+    image_source: Any = None
 
 
 def _grid(model, plan: ItemPlan, settings, options: BlockOptions, chunks=None) -> BlockGrid:
@@ -118,11 +125,11 @@ def _grid(model, plan: ItemPlan, settings, options: BlockOptions, chunks=None) -
                      options.size, options.memory_limit, plan.n_channels)
 
 
-def wanted(model, plan: ItemPlan, settings, out, options: BlockOptions | None) -> bool:
+def wanted(model, plan: ItemPlan, settings, out, options: BlockOptions) -> bool:
     """Blockwise when an item is larger than a block and outputs are on disk or a block size was given."""
-    if out is None and (options is None or options.size is None):
+    if out is None and options.size is None:
         return False
-    return _grid(model, plan, settings, options or BlockOptions()).n_blocks > 1
+    return _grid(model, plan, settings, options).n_blocks > 1
 
 
 @dataclass
@@ -138,10 +145,10 @@ class BlockwiseResult:
 def predict_blockwise(model, image, plan: ItemPlan, settings, ctx: JobContext, out, unique_labels: bool,
                       options: BlockOptions) -> BlockwiseResult:
     """Predict every item of ``image`` block by block into ``out`` (see the module's doc)."""
-    disk = isinstance(out, DiskOutputs)
+    disk = isinstance(out, DiskOutputs) and out.resumable
     if options.resume and not disk:
         raise ValueError("resuming needs outputs on disk (a zarr or OME-Zarr output store)")
-    state = BlockState(out.root) if disk else BlockState.scratch()
+    state = BlockState(out.path) if disk else BlockState.scratch()
     try:
         run = _Run(model, image, plan, settings, ctx, out, unique_labels, options, state)
         return run.execute()
@@ -164,17 +171,14 @@ class _Run:
     def execute(self) -> BlockwiseResult:
         saved = self.state.read_plan() if self.options.resume else None
         specs = _specs_from(saved) if saved else self._probe()
-        self._set_grid(None)
-        self.arrays, self.axes = self._outputs(specs, reopen=saved is not None)
-        dtype = self.labels_dtype
-        self._set_grid(self._chunks())  # block cores on the outputs' chunks
-        if self.instances and self.labels_dtype != dtype and not saved:
-            self.arrays[self.instances] = self.out(self.instances, self.arrays[self.instances].shape,
-                                                   self.labels_dtype)
+        # Raw and final ids never exceed the item's (the stack's) pixel count: see stitching.
+        pixels = int(np.prod(self.plan.spatial_shape)) * (self.plan.n_items if self.unique else 1)
+        self.labels_dtype = stitching.label_dtype(pixels)
+        self.arrays, self.axes = self._outputs(specs)
+        self.grid = _grid(self.model, self.plan, self.settings, self.options, self._chunks())
         doc = self._plan_doc(specs)
         if saved:
             self.state.check(doc, saved)
-            _check_reopened(self.arrays, self.out, self.labels_dtype, self.instances)
         else:
             self.state.start(doc)
         self.targets = tuple(bt.Target(name, self._where(name), ch is not None, self._dtype(name, dt))
@@ -185,12 +189,6 @@ class _Run:
         except Cancelled:
             cancelled = True
         return BlockwiseResult(self.arrays, self.axes, cancelled, self.items_done, self.computed, self.grid)
-
-    def _set_grid(self, chunks) -> None:
-        self.grid = _grid(self.model, self.plan, self.settings, self.options, chunks)
-        # Raw ids reach n_blocks * stride per item; final ids at most the stack's pixels.
-        n = (self.plan.n_items if self.unique else 1) * self.grid.n_blocks * self.grid.stride
-        self.labels_dtype = stitching.label_dtype(n)
 
     def _dtype(self, name: str, dtype: str) -> str:
         return self.labels_dtype.str if name == self.instances else dtype
@@ -213,12 +211,11 @@ class _Run:
             specs[name] = (arr.dtype.str, int(arr.shape[0]) if chan else None)
         return specs
 
-    def _outputs(self, specs, reopen: bool) -> tuple[dict[str, Any], dict[str, str]]:
+    def _outputs(self, specs) -> tuple[dict[str, Any], dict[str, str]]:
+        """The output arrays (a factory made to resume reopens those an interrupted run left)."""
         arrays, axes = {}, {}
         for name, (dtype, ch) in specs.items():
-            shape = self.plan.out_shape(ch)
-            dtype = self.labels_dtype if name == self.instances else np.dtype(dtype)
-            arrays[name] = _reopen(self.out, name) if reopen else self.out(name, shape, dtype)
+            arrays[name] = self.out(name, self.plan.out_shape(ch), np.dtype(self._dtype(name, dtype)))
             axes[name] = self.plan.out_axes(ch is not None)
         return arrays, axes
 
@@ -234,7 +231,7 @@ class _Run:
         return chunks
 
     def _where(self, name: str) -> Any:
-        return self.out.array_path(name) if isinstance(self.out, DiskOutputs) else self.arrays[name]
+        return self.out.array_path(name) if not self.state.temporary else self.arrays[name]
 
     def _plan_doc(self, specs) -> dict[str, Any]:
         skip = {"device", "batch_size"}  # where and how fast, not what is computed
@@ -259,8 +256,9 @@ class _Run:
         self.done = sum(self.state.done("predict", self._key(idx, b))
                         for idx in self.plan.indices() for b in blocks)
         self.ctx.report(self.done, self.total, f"block {self.done}/{self.total}")
+        image = self.options.image_source or self.image
         for idx in self.plan.indices():
-            item = bt.ItemRef(self.image, self.plan, tuple(idx))
+            item = bt.ItemRef(image, self.plan, tuple(idx))
             self._predict_item(item, blocks)
             if self.instances:
                 offset += self._stitch_item(item, blocks, offset if self.unique else 0)
@@ -282,7 +280,7 @@ class _Run:
         model = self.options.model_source or self.model
         tasks = [bt.PredictTask(item, b, model, self.settings, bounds, self.targets,
                                 str(self.state.marker("predict", self._key(item.index, b))), self.instances,
-                                raw, str(self.state.halo(self._key(item.index, b))), self.grid.stride)
+                                raw, str(self.state.halo(self._key(item.index, b))))
                  for b in todo]
         for _task, _n in self.runner.map(bt.predict_block, tasks, self.ctx, bt.block_name):
             self.done += 1
@@ -295,7 +293,7 @@ class _Run:
         if not norms:
             return ()
         self.ctx.report(self.done, self.total, "measuring the image's intensities", kind="info")
-        arr = open_image(item.image)
+        arr = open_image(self.image)
         sample = IntensitySample(arr.dtype, self.plan.n_channels, self.grid.shape)
         for b in blocks:
             self.ctx.check()
@@ -313,8 +311,7 @@ class _Run:
         raw = str(self.state.raw(item.key))
         target = next(t for t in self.targets if t.name == self.instances)
         keys = [self._key(item.index, b) for b in blocks]
-        tasks = [bt.RelabelTask(item, b, raw, target, relab.lut(b.number), self.grid.stride,
-                                str(self.state.marker("relabel", k)))
+        tasks = [bt.RelabelTask(item, b, raw, target, *relab.lut(b.number), str(self.state.marker("relabel", k)))
                  for b, k in zip(blocks, keys) if not self.state.done("relabel", k)]
         for j, _ in enumerate(self.runner.map(bt.relabel_block, tasks, self.ctx, bt.block_name), 1):
             self.ctx.report(self.done, self.total, f"stitching labels: block {j}/{len(tasks)}")
@@ -326,37 +323,17 @@ class _Run:
         tasks = []
         for b in blocks:
             regions = tuple(r for nb in self.grid.neighbours(b) if (r := intersect(b.outer, nb.core)))
-            tasks.append(bt.MatchTask(item, b, str(self.state.halo(self._key(item.index, b))), raw, regions,
-                                      self.grid.stride))
-        counts = np.zeros(len(blocks), np.int64)
-        pairs = [np.zeros((0, 2), np.uint64)]
-        for task, (n, p) in self.runner.map(bt.match_block, tasks, self.ctx, bt.block_name):
-            counts[task.block.number] = n
+            tasks.append(bt.MatchTask(item, b, str(self.state.halo(self._key(item.index, b))), raw, regions))
+        ids: list[np.ndarray] = [np.zeros(0, np.int64)] * len(blocks)
+        pairs = [np.zeros((0, 2), np.int64)]
+        for task, (block_ids, p) in self.runner.map(bt.match_block, tasks, self.ctx, bt.block_name):
+            ids[task.block.number] = block_ids
             pairs.append(p)
-        return stitching.resolve(counts, self.grid.stride, np.concatenate(pairs), offset)
+        return stitching.resolve(ids, np.concatenate(pairs), offset)
 
 
 def _specs_from(saved: dict) -> dict[str, tuple[str, int | None]]:
     return {k: (v[0], v[1]) for k, v in saved["outputs"].items()}
-
-
-def _reopen(out, name: str) -> Any:
-    """An output of the run being resumed, as it was left; a clear error if it is not there."""
-    import zarr
-
-    path = out.array_path(name)
-    try:
-        return zarr.open_array(path, mode="r+")
-    except (FileNotFoundError, ValueError, KeyError) as exc:
-        raise ValueError(f"cannot resume: the output {name!r} at {path} is missing ({exc}); "
-                         "rerun without resume to start over") from exc
-
-
-def _check_reopened(arrays: dict[str, Any], out, labels_dtype, instances: str) -> None:
-    for name, arr in arrays.items():
-        if name == instances and np.dtype(arr.dtype) != labels_dtype:
-            raise ValueError(f"cannot resume: the output {name!r} at {out.array_path(name)} holds "
-                             f"{arr.dtype}, this run writes {labels_dtype}; rerun without resume")
 
 
 def _array_chunks(arr) -> tuple[int, ...] | None:

@@ -10,15 +10,18 @@ scheme for all of them.
 The scheme, in three passes that each can be cut short and resumed:
 
 1. *Predict* (per block, in parallel): labels are predicted on the core + halo.
-   The core is written with ids in a range reserved for the block (``number *
-   stride + 1 ...``; a core of ``stride`` pixels holds at most ``stride``
-   objects) into a raw array; the halo is kept small on disk (compressed, the
-   core zeroed, ids consistent with the core's).
+   Each object of the core gets a *raw id*: 1 + the flat index (in the item) of
+   its first core pixel. A block owns the ids of its core's pixels, so ids are
+   unique over the item without any coordination between blocks, and never
+   exceed the item's pixel count (which fixes the output's dtype up front). The
+   core's raw ids go into a raw array; the halo is kept small on disk
+   (compressed, the core zeroed, ids consistent with the core's).
 2. *Match* (per block, cheap): over every region where this block's halo covers
    a neighbour's core, the halo's objects are compared with the neighbour's raw
    core labels; pairs with IoU >= 0.5 there are the same object. Union-find
    (connected components of the pair graph) gives each object its final id,
-   consecutive in the order of the raw ids.
+   consecutive in the order of the raw ids (so independent of which block
+   finished first).
 3. *Relabel* (per block, in parallel): the raw core is read and written with its
    final ids into the output, so the pass is idempotent: a block relabelled twice
    (after an interruption) gets the same ids.
@@ -39,132 +42,128 @@ def label_dtype(max_id: int) -> np.dtype:
     return np.dtype(np.uint32) if max_id <= np.iinfo(np.uint32).max else np.dtype(np.uint64)
 
 
-def split_block(labels: np.ndarray, core: tuple[slice, ...]) -> tuple[np.ndarray, np.ndarray, int]:
-    """A block's labels (core + halo) -> ``(core ids 1..n, halo ids, n)``.
+def split_block(labels: np.ndarray, core: tuple[slice, ...], origin: Sequence[int], shape: Sequence[int]
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A block's labels (core + halo) -> ``(core local ids 1..n, halo local ids, raw ids (n,))``.
 
-    Core objects get consecutive ids ``1..n``; in the halo (core zeroed) the same
-    objects keep those ids and objects seen only in the halo get ids above ``n``
-    (they belong to a neighbour and are never written).
+    ``core``: the core within ``labels``; ``origin``: the core's first pixel in the
+    item of spatial ``shape``. Core objects are numbered ``1..n`` in the order of
+    their raw ids (``raw[j - 1]`` is object ``j``'s); in the halo (core zeroed) the
+    same objects keep those numbers and objects seen only in the halo get numbers
+    above ``n`` (they belong to a neighbour and are never written).
     """
     labels = np.asarray(labels)
-    core_ids = np.unique(labels[core])
-    core_ids = core_ids[core_ids > 0]
-    all_ids = np.unique(labels)
-    all_ids = all_ids[all_ids > 0]
-    halo_only = np.setdiff1d(all_ids, core_ids, assume_unique=True)
+    values, first = np.unique(labels[core].ravel(), return_index=True)
+    first, values = first[values > 0], values[values > 0]
+    pixel = np.unravel_index(first, labels[core].shape)
+    raw = np.ravel_multi_index(tuple(p + o for p, o in zip(pixel, origin)), tuple(shape)).astype(np.int64) + 1
+    by_raw = np.argsort(raw)
+    core_ids, raw = values[by_raw], raw[by_raw]
+    halo_only = np.setdiff1d(np.unique(labels), np.concatenate([[0], core_ids]), assume_unique=True)
     order = np.concatenate([[0], core_ids, halo_only]).astype(labels.dtype)
-    # New id of each label: its position in ``order`` (found through the sorted ids).
+    # New number of each label: its position in ``order`` (found through the sorted values).
     sort = np.argsort(order)
-    relabelled = sort.astype(label_dtype(len(order)))[np.searchsorted(order[sort], labels)]
-    halo = relabelled.copy()
+    local = sort.astype(label_dtype(len(order)))[np.searchsorted(order[sort], labels)]
+    halo = local.copy()
     halo[core] = 0
-    return relabelled[core], halo, len(core_ids)
+    return local[core], halo, raw
 
 
-def raw_ids(local: np.ndarray, number: int, stride: int, dtype) -> np.ndarray:
-    """Local ids 1..n -> the block's reserved range (0 stays 0)."""
-    local = np.asarray(local)
-    base = np.asarray(number * stride, dtype=dtype)
-    return np.where(local > 0, local.astype(dtype) + base, 0).astype(dtype)
+def raw_labels(local: np.ndarray, raw: np.ndarray, dtype) -> np.ndarray:
+    """Local numbers 1..n -> raw ids (0 stays 0)."""
+    return np.concatenate([[0], raw]).astype(dtype)[np.asarray(local)]
 
 
-def match_pairs(halo: np.ndarray, raw: np.ndarray, n_core: int, number: int, stride: int,
-                threshold: float = IOU_MATCH) -> np.ndarray:
+def match_pairs(halo: np.ndarray, raw: np.ndarray, ids: np.ndarray, threshold: float = IOU_MATCH) -> np.ndarray:
     """Raw id pairs ``(k, 2)`` of objects that are one: this block's halo vs a neighbour's raw core.
 
-    ``halo`` and ``raw`` cover the same pixels. IoU is taken within them, the part
-    of each object both blocks predicted. Halo-only objects (ids above ``n_core``)
-    have no raw id and are left out.
+    ``halo`` (this block's local numbers) and ``raw`` (the neighbour's raw ids) cover
+    the same pixels; ``ids``: this block's raw ids by local number. IoU is taken
+    within those pixels, the part of each object both blocks predicted. Halo-only
+    objects (numbers above ``len(ids)``) have no raw id and are left out.
     """
-    h = np.asarray(halo).ravel().astype(np.uint64)
-    r = np.asarray(raw).ravel().astype(np.uint64)
-    keep = (h > 0) & (h <= n_core)
-    if not keep.any():
-        return np.zeros((0, 2), np.uint64)
+    h = np.asarray(halo).ravel().astype(np.int64)
+    r = np.asarray(raw).ravel().astype(np.int64)
+    keep = (h > 0) & (h <= len(ids))
+    both = keep & (r > 0)
+    if not both.any():
+        return np.zeros((0, 2), np.int64)
     h_ids, h_area = np.unique(h[keep], return_counts=True)
     r_ids, r_area = np.unique(r[r > 0], return_counts=True)
-    both = keep & (r > 0)
     pairs, inter = np.unique(np.stack([h[both], r[both]], 1), axis=0, return_counts=True)
-    if len(pairs) == 0:
-        return np.zeros((0, 2), np.uint64)
-    ha = h_area[np.searchsorted(h_ids, pairs[:, 0])]
-    ra = r_area[np.searchsorted(r_ids, pairs[:, 1])]
-    iou = inter / (ha + ra - inter)
-    hit = pairs[iou >= threshold]
-    return np.stack([hit[:, 0] + np.uint64(number * stride), hit[:, 1]], 1).astype(np.uint64)
+    union = h_area[np.searchsorted(h_ids, pairs[:, 0])] + r_area[np.searchsorted(r_ids, pairs[:, 1])] - inter
+    hit = pairs[inter / union >= threshold]
+    return np.stack([np.asarray(ids, np.int64)[hit[:, 0] - 1], hit[:, 1]], 1)
 
 
 @dataclass(frozen=True)
 class Relabelling:
-    """Final ids of every object of an item: ``final[base[b] + local - 1]`` for block ``b``."""
+    """Final ids of every object of an item, block by block: ``final[k]`` for raw id ``ids[k]``."""
 
-    final: np.ndarray        # (n objects,) the final id of each raw object
-    base: np.ndarray         # (n blocks + 1,) where each block's objects start in ``final``
+    ids: np.ndarray          # raw ids, block after block (sorted within each block)
+    final: np.ndarray        # the final id of each
+    base: np.ndarray         # (n blocks + 1,) where each block's objects start
     n_final: int             # objects after merging
     offset: int = 0          # ids start above this (earlier items of a stack)
 
-    def lut(self, number: int) -> np.ndarray:
-        """Local id -> final id for block ``number`` (0 -> 0)."""
-        part = self.final[self.base[number]:self.base[number + 1]]
-        return np.concatenate([np.zeros(1, self.final.dtype), part])
+    def lut(self, number: int) -> tuple[np.ndarray, np.ndarray]:
+        """Block ``number``'s raw ids and their final ids."""
+        part = slice(self.base[number], self.base[number + 1])
+        return self.ids[part], self.final[part]
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        return {"final": self.final, "base": self.base, "n_final": np.int64(self.n_final),
+        return {"ids": self.ids, "final": self.final, "base": self.base, "n_final": np.int64(self.n_final),
                 "offset": np.int64(self.offset)}
 
     @classmethod
     def from_arrays(cls, d) -> Relabelling:
-        return cls(d["final"], d["base"], int(d["n_final"]), int(d["offset"]))
+        return cls(d["ids"], d["final"], d["base"], int(d["n_final"]), int(d["offset"]))
 
 
-def resolve(counts: Sequence[int], stride: int, pairs: np.ndarray, offset: int = 0) -> Relabelling:
+def resolve(ids: Sequence[np.ndarray], pairs: np.ndarray, offset: int = 0) -> Relabelling:
     """Union-find over the matched pairs: consecutive final ids ``offset + 1 ...``.
 
-    ``counts[b]``: objects in block ``b``'s core. Components are numbered in the
-    order of their smallest raw id, so the result does not depend on the order in
-    which blocks finished.
+    ``ids[b]``: the raw ids of block ``b``'s core objects. Components are numbered
+    in the order of their smallest raw id, so the result does not depend on the
+    order in which blocks finished.
     """
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    counts = np.asarray(counts, np.int64)
-    base = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    n = int(base[-1])
+    base = np.concatenate([[0], np.cumsum([len(i) for i in ids])]).astype(np.int64)
+    flat = np.concatenate([np.asarray(i, np.int64) for i in ids]) if len(ids) else np.zeros(0, np.int64)
+    n = len(flat)
     if n == 0:
-        return Relabelling(np.zeros(0, np.uint64), base, 0, offset)
-    pairs = np.asarray(pairs, np.uint64).reshape(-1, 2)
-    node = _node_index(pairs, base, stride)
+        return Relabelling(flat, np.zeros(0, np.uint32), base, 0, offset)
+    by_id = np.argsort(flat)
+    pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
+    pos = np.searchsorted(flat[by_id], pairs)
+    if (pos >= n).any() or (flat[by_id][np.minimum(pos, n - 1)] != pairs).any():
+        raise ValueError("a matched label id is not among the blocks' objects; the block state is inconsistent")
+    node = by_id[pos]
     graph = coo_matrix((np.ones(len(node), np.int8), (node[:, 0], node[:, 1])), shape=(n, n))
     _, comp = connected_components(graph, directed=False)
-    # Renumber components by their first node (nodes are in raw-id order).
-    first = np.full(comp.max() + 1, n, np.int64)
-    np.minimum.at(first, comp, np.arange(n))
-    rank = np.empty_like(first)
-    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
-    n_final = int(len(first))
-    dtype = label_dtype(offset + n_final)
-    return Relabelling((rank[comp] + 1 + offset).astype(dtype), base, n_final, offset)
+    # Components numbered by their smallest raw id.
+    first = np.full(comp.max() + 1, np.iinfo(np.int64).max, np.int64)
+    np.minimum.at(first, comp, flat)
+    rank = np.empty(len(first), np.int64)
+    rank[np.argsort(first)] = np.arange(len(first))
+    dtype = label_dtype(offset + len(first))
+    return Relabelling(flat, (rank[comp] + 1 + offset).astype(dtype), base, len(first), offset)
 
 
-def _node_index(pairs: np.ndarray, base: np.ndarray, stride: int) -> np.ndarray:
-    """Raw ids -> indices in the list of all objects (block by block, local id by local id)."""
-    if len(pairs) == 0:
-        return np.zeros((0, 2), np.int64)
-    block = (pairs - np.uint64(1)) // np.uint64(stride)
-    local = pairs - block * np.uint64(stride)
-    idx = base[block.astype(np.int64)] + local.astype(np.int64) - 1
-    if (local.astype(np.int64) > base[block.astype(np.int64) + 1] - base[block.astype(np.int64)]).any():
-        raise ValueError("a matched label id lies outside its block's objects; the block state is inconsistent")
-    return idx
-
-
-def relabel(raw: np.ndarray, number: int, stride: int, lut: np.ndarray) -> np.ndarray:
+def relabel(raw: np.ndarray, ids: np.ndarray, final: np.ndarray) -> np.ndarray:
     """A block's raw core ids -> final ids (read from the raw array, so repeating it is harmless)."""
     raw = np.asarray(raw)
-    local = np.where(raw > 0, raw - np.asarray(number * stride, raw.dtype), 0).astype(np.int64)
-    if local.size and int(local.max()) >= len(lut):
-        raise ValueError(f"raw labels of block {number} exceed its recorded objects; the block state is inconsistent")
-    return lut[local]
+    if len(ids) == 0:
+        if raw.any():
+            raise ValueError("a block's raw labels hold objects it did not record; the block state is inconsistent")
+        return np.zeros(raw.shape, final.dtype)
+    pos = np.minimum(np.searchsorted(ids, raw), len(ids) - 1)
+    fg = raw > 0
+    if (ids[pos][fg] != raw[fg]).any():
+        raise ValueError("a block's raw labels hold objects it did not record; the block state is inconsistent")
+    return np.where(fg, final[pos], 0).astype(final.dtype)
 
 
 def count_cut_objects(labels: np.ndarray, block: int | Sequence[int], min_run: int = 8) -> int:
