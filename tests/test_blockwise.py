@@ -17,7 +17,7 @@ torch = pytest.importorskip("torch")
 from _blocks import Counting, cancel_after, consecutive, same_up_to_renumbering  # noqa: E402
 from napari_dlbio import data, tasks  # noqa: E402
 from napari_dlbio.backends import get  # noqa: E402
-from napari_dlbio.evaluation import blockwise_agreement  # noqa: E402
+from napari_dlbio.seams import blockwise_agreement  # noqa: E402
 from napari_dlbio.jobs import JobContext  # noqa: E402
 from napari_dlbio.samples import nuclei_2d  # noqa: E402
 

@@ -65,15 +65,25 @@ def open_array(array: Any) -> Any:
     return array
 
 
+@runtime_checkable
+class Loadable(Protocol):
+    """Where a model comes from, as plain data (``requests.ModelSource``)."""
+
+    @property
+    def key(self) -> tuple: ...
+
+    def load(self) -> Any: ...
+
+
 def resolve_model(model_or_source: Any) -> Any:
     """A live model: ``model_or_source`` itself, or the model its ``ModelSource`` loads.
 
     Loaded models stay in this process's :data:`~napari_dlbio.requests.MODELS`, so a
     worker loads each model once, whatever the number of blocks it runs.
     """
-    from .requests import MODELS, ModelSource
+    from .modelcache import MODELS
 
-    if not isinstance(model_or_source, ModelSource):
+    if not isinstance(model_or_source, Loadable):
         return model_or_source
     model = MODELS.get(model_or_source.key)
     if model is None:

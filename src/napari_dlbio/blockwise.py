@@ -29,7 +29,7 @@ from .blocks import BlockGrid, intersect, per_dim, plan_grid
 from .blockstate import BlockState, load_arrays, save_arrays
 from .blocktasks import open_image, read_region, resolve_model  # noqa: F401 - the contract's helpers
 from .jobs import Cancelled, JobContext
-from .normalize import IntensitySample, as_item, bounds_key, item_bounds
+from .normalize import IntensitySample, bounds_key
 
 __all__ = ["BlockOptions", "DiskOutputs", "Runner", "SerialRunner", "call_with_retry", "predict_blockwise",
            "read_region", "resolve_model", "wanted"]

@@ -146,10 +146,18 @@ def predict(
     """
     ctx = ctx or JobContext()
     settings = model.coerce_predict(settings)
+    plan = _item_plan(model, image, axes, settings, rgb, channels)
+    blocks = BlockOptions(block_size, overlap, memory_limit, runner, resume, model_source, image_source)
+    if blockwise.wanted(model, plan, settings, out, blocks):
+        return _predict_blockwise(model, image, plan, settings, ctx, out, unique_labels, blocks)
+    return _predict_items(model, image, plan, settings, ctx, out, unique_labels)
+
+
+def _item_plan(model, image, axes, settings, rgb: bool, channels) -> ItemPlan:
+    """How ``image`` is cut into items for ``model``; a clear error for what cannot work."""
     check_dtype(image.dtype, "image")
     axes = axes or guess_axes(image.shape, rgb=rgb)
-    ndim = model.item_ndim(settings)
-    plan = ItemPlan(axes, tuple(image.shape), ndim, channels)
+    plan = ItemPlan(axes, tuple(image.shape), model.item_ndim(settings), channels)
     check_shape(image.shape, "image", plan.axes)
     if not model.accepts_channels(plan.n_channels):
         raise ValueError(
@@ -157,9 +165,11 @@ def predict(
             f"gives {plan.n_channels} (axes {plan.axes}, shape {plan.shape}); choose the channels "
             "to use or set the axes"
         )
-    blocks = BlockOptions(block_size, overlap, memory_limit, runner, resume, model_source, image_source)
-    if blockwise.wanted(model, plan, settings, out, blocks):
-        return _predict_blockwise(model, image, plan, settings, ctx, out, unique_labels, blocks)
+    return plan
+
+
+def _predict_items(model, image, plan: ItemPlan, settings, ctx: JobContext, out, unique_labels: bool) -> Prediction:
+    """Item after item, each whole."""
     writer = _Writer(plan, out or (lambda name, shape, dtype: np.zeros(shape, dtype)), unique_labels)
     start = time.monotonic()
     n, done, cancelled = plan.n_items, 0, False
