@@ -123,14 +123,15 @@ def plan_grid(spatial: Sequence[int], halo: Sequence[int], multiple: Sequence[in
               size: int | Sequence[int] | None, memory_limit: int | None, n_channels: int) -> BlockGrid:
     """The block grid of an item: ``size`` (pixels per core edge) or one from the memory budget.
 
-    Sizes are rounded up to multiples of the output's chunks and the model's
-    ``multiple``; halos to multiples of ``multiple``.
+    Cores are multiples of the output's chunks and the model's ``multiple`` (a given
+    size rounded up, one from the budget down, but at least one such multiple);
+    halos are rounded up to multiples of ``multiple``.
     """
     nd = len(spatial)
     align = tuple(math.lcm(m, c) for m, c in zip(multiple, chunks or (1,) * nd))
     halo = tuple(round_up(h, m) for h, m in zip(halo, multiple))
     if size is None:
-        core = _size_for_memory(spatial, halo, memory_limit or DEFAULT_MEMORY, n_channels)
+        core = _size_for_memory(spatial, halo, align, memory_limit or DEFAULT_MEMORY, n_channels)
     else:
         core = per_dim(size, nd, "the block size")
         if min(core) < 1:
@@ -139,13 +140,26 @@ def plan_grid(spatial: Sequence[int], halo: Sequence[int], multiple: Sequence[in
     return BlockGrid(tuple(int(s) for s in spatial), core, halo)
 
 
-def _size_for_memory(spatial: Sequence[int], halo: Sequence[int], limit: int, n_channels: int) -> tuple[int, ...]:
-    """Core edges whose outer region holds ``limit`` bytes; short dims are taken whole first."""
+def _size_for_memory(spatial: Sequence[int], halo: Sequence[int], align: Sequence[int], limit: int,
+                     n_channels: int) -> tuple[int, ...]:
+    """Core edges (multiples of ``align``) whose outer regions hold about ``limit`` bytes.
+
+    Dims whose whole extent fits are taken whole; dims whose share would fall below
+    one ``align`` get one ``align`` (the outputs' chunks allow no less), and the
+    others share what is left.
+    """
+    nd = len(spatial)
     pixels = limit / (BYTES_PER_PIXEL + BYTES_PER_CHANNEL * n_channels)
-    edges = [0] * len(spatial)
-    left = list(range(len(spatial)))
-    for d in sorted(left, key=lambda d: spatial[d]):
-        edge = (pixels / np.prod([edges[e] for e in range(len(spatial)) if e not in left] or [1])) ** (1 / len(left))
-        edges[d] = int(min(spatial[d] + 2 * halo[d], edge))
-        left.remove(d)
-    return tuple(max(1, e - 2 * h) for e, h in zip(edges, halo))
+    fixed: dict[int, int] = {}  # dim -> outer edge
+    while True:
+        free = sorted((d for d in range(nd) if d not in fixed), key=lambda d: spatial[d])
+        edges = dict(fixed)
+        for k, d in enumerate(free):
+            room = pixels / np.prod([edges[e] for e in edges] or [1])
+            edges[d] = int(min(spatial[d] + 2 * halo[d], room ** (1 / (len(free) - k))))
+        small = [d for d in free if edges[d] - 2 * halo[d] < align[d]]
+        if not small:
+            break
+        for d in small:
+            fixed[d] = min(align[d], round_up(spatial[d], align[d])) + 2 * halo[d]
+    return tuple(max(a, (edges[d] - 2 * halo[d]) // a * a) for d, a in zip(range(nd), align))
