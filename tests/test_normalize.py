@@ -32,3 +32,44 @@ def test_non_finite_and_empty_images_are_refused():
         check_image(np.array([[1.0, np.nan]]))
     with pytest.raises(ValueError, match="empty"):
         check_image(np.zeros((0, 4)))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.int16, np.float32, np.bool_])
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_whole_item_bounds_from_blocks_equal_the_items_own(dtype, per_channel):
+    from napari_dlbio.normalize import IntensitySample, bounds_key, item_bounds
+
+    rng = np.random.default_rng(0)
+    if dtype is np.bool_:
+        item = rng.random((2, 100, 130)) > 0.7
+    elif dtype is np.float32:
+        item = rng.normal(0, 5, (2, 100, 130)).astype(dtype)
+    else:
+        item = rng.integers(-300 if dtype is np.int16 else 0, 250, (2, 100, 130)).astype(dtype)
+    norm = Normalization(low=3.0, high=99.0, per_channel=per_channel)
+    sample = IntensitySample(item.dtype, 2, (100, 130))
+    for y in range(0, 100, 32):
+        for x in range(0, 130, 50):
+            sample.add(item[:, y:y + 32, x:x + 50], (y, x))
+    lo, scale = sample.bounds(norm)
+    want_lo, want_scale = percentile_bounds(item.astype(np.float32), norm)
+    np.testing.assert_allclose(lo, want_lo.ravel(), rtol=1e-5)  # numpy interpolates in float32
+    np.testing.assert_allclose(scale, want_scale.ravel(), rtol=1e-5)
+    # Inside item_bounds every block is normalised with the whole item's bounds.
+    with item_bounds({bounds_key(norm): (lo, scale)}):
+        block = percentile_normalize(item[:, :10, :10], norm)
+    np.testing.assert_allclose(block, percentile_normalize(item.astype(np.float32), norm)[:, :10, :10], atol=1e-5)
+    with item_bounds({}), pytest.raises(ValueError, match="normalizations"):
+        percentile_normalize(item[:, :10, :10], norm)
+
+
+def test_large_float_items_are_sampled_on_one_grid():
+    from napari_dlbio.normalize import IntensitySample
+
+    item = np.random.default_rng(1).normal(0, 1, (1, 300, 300)).astype(np.float32)
+    sample = IntensitySample(item.dtype, 1, (300, 300), max_values=10_000)
+    for y in range(0, 300, 64):
+        for x in range(0, 300, 64):
+            sample.add(item[:, y:y + 64, x:x + 64], (y, x))
+    assert sample.stride == 3
+    np.testing.assert_array_equal(np.sort(np.concatenate(sample.values, 1).ravel()), np.sort(item[0, ::3, ::3].ravel()))

@@ -152,16 +152,19 @@ class ItemPlan:
         return min(self.axes.index(a) for a in self.spatial_axes)
 
     # -- reading and writing ---------------------------------------------
-    def _selection(self, index: tuple[int, ...], axes: str) -> tuple:
+    def _selection(self, index: tuple[int, ...], axes: str, region: tuple[slice, ...] | None = None) -> tuple:
         where = dict(zip(self.loop_axes, index))
+        if region is not None:
+            where.update(zip(self.spatial_axes, region))
         return tuple(where.get(a, slice(None)) for a in axes)
 
-    def read(self, array, index: tuple[int, ...], dtype=np.float32) -> np.ndarray:
+    def read(self, array, index: tuple[int, ...], dtype=np.float32, region: tuple[slice, ...] | None = None
+             ) -> np.ndarray:
         """The item at ``index`` as ``(C, *spatial)`` of ``dtype`` (None: the array's own).
 
-        Only that item is read.
+        Only that item is read; ``region`` (slices over :attr:`spatial_axes`) reads only a part of it.
         """
-        block = np.asarray(array[self._selection(index, self.axes)])
+        block = np.asarray(array[self._selection(index, self.axes, region)])
         kept = [a for a in self.axes if a not in self.loop_axes]
         order = (["C"] if "C" in kept else []) + list(self.spatial_axes)
         block = np.transpose(block, [kept.index(a) for a in order])
@@ -171,13 +174,14 @@ class ItemPlan:
             block = block[list(self.channels)]
         return block if dtype is None else block.astype(dtype, copy=False)
 
-    def write(self, out, index: tuple[int, ...], result: np.ndarray, channels: bool = False) -> None:
-        """Put one item's result (``(*spatial)`` or ``(C, *spatial)``) into ``out``."""
+    def write(self, out, index: tuple[int, ...], result: np.ndarray, channels: bool = False,
+              region: tuple[slice, ...] | None = None) -> None:
+        """Put one item's result (``(*spatial)`` or ``(C, *spatial)``) into ``out`` (at ``region`` of it)."""
         axes = self.out_axes(channels)
         kept = [a for a in axes if a not in self.loop_axes]
         canonical = (["C"] if channels else []) + list(self.spatial_axes)
         result = np.transpose(result, [canonical.index(a) for a in kept])
-        out[self._selection(index, axes)] = result
+        out[self._selection(index, axes, region)] = result
 
     def _out_axes_with_added_c(self) -> str:
         if "C" in self.axes:

@@ -68,3 +68,4 @@ def summarize(n: int, aps: list, f1s: list, ious: list, psnrs: list) -> dict[str
     if psnrs:
         out["psnr"] = float(np.mean(psnrs))
     return out
+

@@ -20,7 +20,6 @@ not lose the others.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -31,6 +30,7 @@ import numpy as np
 from . import backends, data, store, tasks
 from ._layers import LayerSnapshot, prediction_layers, provenance
 from .jobs import Cancelled, JobContext
+from .modelcache import MODELS, ModelCache  # noqa: F401 - the cache lives apart so block tasks need not import this
 
 
 @dataclass
@@ -129,37 +129,6 @@ class ModelSource:
         return tasks.load_model(self.path)
 
 
-class ModelCache:
-    """The last ``size`` loaded models by :attr:`ModelSource.key`, in the process that runs jobs.
-
-    Two: enough to switch between two models without reloading; more would hold
-    gigabytes (Cellpose-SAM) for models nobody uses.
-    """
-
-    def __init__(self, size: int = 2) -> None:
-        self.size = size
-        self._models: OrderedDict[tuple, Any] = OrderedDict()
-
-    def get(self, key: tuple) -> Any | None:
-        model = self._models.get(key)
-        if model is not None:
-            self._models.move_to_end(key)
-        return model
-
-    def put(self, key: tuple, model: Any) -> None:
-        self._models[key] = model
-        self._models.move_to_end(key)
-        while len(self._models) > self.size:
-            self._models.popitem(last=False)
-
-    def clear(self) -> None:
-        self._models.clear()
-
-    def __len__(self) -> int:
-        return len(self._models)
-
-
-MODELS = ModelCache()
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,14 @@ shot (Poisson) and camera (Gaussian) noise.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage as ndi
 
 __all__ = [
+    "mosaic",
     "nuclei_2d",
     "nuclei_3d",
     "nuclei_timelapse",
@@ -286,3 +288,36 @@ def stardist_sample_3d() -> tuple[np.ndarray, np.ndarray] | None:
         return None
     img, mask = test_image_nuclei_3d(return_mask=True)
     return np.asarray(img), np.asarray(mask).astype(np.int32)
+
+
+def mosaic(pairs: Sequence[tuple[np.ndarray, np.ndarray | None]], size: int | tuple[int, int],
+           shift: tuple[int, int] = (131, 97), max_side: int = 520) -> tuple[np.ndarray, np.ndarray]:
+    """A large 2D image (and its labels) packed from smaller ones, e.g. dsb2018 images.
+
+    Images (cropped to ``max_side``) are laid in rows, reused in turn until the
+    canvas is full, and the canvas is cropped after ``shift`` pixels, so that the
+    images' own edges fall off the lines of power-of-two blocks: seams found in a
+    blockwise prediction are then the blocks', not the mosaic's. Label ids are made
+    unique over the mosaic (0 = background); missing labels give zeros.
+    """
+    h, w = (size, size) if isinstance(size, int) else size
+    canvas = np.zeros((h + shift[0], w + shift[1]), np.asarray(pairs[0][0]).dtype)
+    labels = np.zeros(canvas.shape, np.int64)
+    y = x = row = top = 0
+    for k in itertools.count():
+        img, lab = pairs[k % len(pairs)]
+        img = np.asarray(img)[:max_side, :max_side]
+        if x + img.shape[1] > canvas.shape[1]:
+            y, x, row = y + row, 0, 0
+        if y >= canvas.shape[0]:
+            break
+        part = (slice(y, y + img.shape[0]), slice(x, x + img.shape[1]))
+        canvas[part] = img[: canvas.shape[0] - y]
+        if lab is not None:
+            lab = np.asarray(lab)[:max_side, :max_side][: canvas.shape[0] - y].astype(np.int64)
+            labels[part] = np.where(lab > 0, lab + top, 0)
+            top += int(lab.max())
+        x, row = x + img.shape[1], max(row, img.shape[0])
+    crop = (slice(shift[0], None), slice(shift[1], None))
+    _, inverse = np.unique(labels[crop], return_inverse=True)
+    return canvas[crop], inverse.reshape(h, w).astype(np.int32)

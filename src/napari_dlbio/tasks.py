@@ -9,6 +9,7 @@ its provenance. Neither knows about Qt: progress and cancel travel in a
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,9 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from . import store
+from . import blockwise, store
 from .axes import ItemPlan, guess_axes
 from .backends import get as get_backend
+from .blockstate import STATE_DIR
+from .blockwise import BlockOptions, Runner
 from .config import PredictSettings, TrainSettings
 from .data import Sample, TrainingData
 from .jobs import Cancelled, JobContext
@@ -38,19 +41,43 @@ class Prediction:
     n_items: int = 0
 
 
-def zarr_outputs(folder: str | Path, chunk: int = 512) -> OutFactory:
-    """Outputs as zarr arrays on disk, for stacks larger than memory.
+class ZarrOutputs:
+    """Outputs as zarr arrays ``<folder>/<name>.zarr``, for images and stacks larger than memory.
 
-    Chunks hold one item's plane, so each write touches only its own chunks.
+    Chunks hold one item's plane, at most ``chunk`` pixels a side, so each write
+    touches only its own chunks. A :class:`~napari_dlbio.blockwise.DiskOutputs`:
+    blockwise prediction keeps its progress in ``<folder>/.dlbio``; with ``resume``
+    the arrays an interrupted run left are reopened (same shape and type) instead
+    of made anew, and without it that progress is forgotten.
     """
 
-    def make(name: str, shape: tuple, dtype) -> Any:
+    resumable = True
+
+    def __init__(self, folder: str | Path, chunk: int = 512, resume: bool = False) -> None:
+        self.path, self.chunk, self.resume = Path(folder), int(chunk), resume
+        if not resume:
+            shutil.rmtree(self.path / STATE_DIR, ignore_errors=True)
+
+    def array_path(self, name: str) -> str:
+        return str(self.path / f"{name}.zarr")
+
+    def __call__(self, name: str, shape: tuple, dtype) -> Any:
         import zarr
 
-        chunks = tuple(1 for _ in shape[:-2]) + tuple(min(chunk, s) for s in shape[-2:])
-        return zarr.open(str(Path(folder) / f"{name}.zarr"), mode="w", shape=shape, chunks=chunks, dtype=dtype)
+        path = self.array_path(name)
+        if self.resume and Path(path).exists():
+            arr = zarr.open_array(path, mode="r+")
+            if tuple(arr.shape) != tuple(shape) or arr.dtype != np.dtype(dtype):
+                raise ValueError(f"cannot resume into {path}: it holds {arr.shape} {arr.dtype}, this run "
+                                 f"writes {tuple(shape)} {np.dtype(dtype)}; rerun without resume")
+            return arr
+        chunks = tuple(1 for _ in shape[:-2]) + tuple(min(self.chunk, s) for s in shape[-2:])
+        return zarr.open_array(path, mode="w", shape=shape, chunks=chunks, dtype=dtype)
 
-    return make
+
+def zarr_outputs(folder: str | Path, chunk: int = 512, resume: bool = False) -> ZarrOutputs:
+    """Outputs as zarr arrays on disk (see :class:`ZarrOutputs`)."""
+    return ZarrOutputs(folder, chunk, resume)
 
 
 def load_model(name_or_path: str | Path, backend: str | None = None):
@@ -90,6 +117,14 @@ def predict(
     channels: tuple[int, ...] | None = None,
     out: OutFactory | None = None,
     unique_labels: bool = True,
+    *,
+    block_size: int | tuple[int, ...] | None = None,
+    overlap: int | tuple[int, ...] | None = None,
+    memory_limit: int | None = None,
+    runner: Runner | None = None,
+    resume: bool = False,
+    model_source: Any = None,
+    image_source: Any = None,
 ) -> Prediction:
     """Apply ``model`` to every item of ``image`` (numpy, dask or zarr).
 
@@ -97,13 +132,32 @@ def predict(
     when ``out`` allocates outputs on disk (e.g. ``zarr.open``). Labels of separate
     items are offset so every object of the stack has its own id. On cancel the
     items done so far are returned with ``cancelled=True``.
+
+    An item larger than a block (``block_size`` pixels a side, else sized from
+    ``memory_limit`` bytes, default 1 GiB) is predicted block by block
+    (:mod:`napari_dlbio.blockwise`) when ``out`` is given or ``block_size`` is: each
+    block with ``overlap`` pixels of context (default: the model's), the blocks run by
+    ``runner`` (default: one after the other here); instance labels are stitched
+    across blocks (uint32, uint64 for images of more than 2**32 - 1 pixels) and
+    vector outputs (polygons) are not made. With ``resume`` a run cut short in the
+    same ``out`` continues. ``model_source``/``image_source`` (a
+    :class:`~napari_dlbio.requests.ModelSource`, an ``ngff.ImageSource``) are what block
+    tasks carry instead of ``model``/``image`` to a runner in other processes.
     """
     ctx = ctx or JobContext()
     settings = model.coerce_predict(settings)
+    plan = _item_plan(model, image, axes, settings, rgb, channels)
+    blocks = BlockOptions(block_size, overlap, memory_limit, runner, resume, model_source, image_source)
+    if blockwise.wanted(model, plan, settings, out, blocks):
+        return _predict_blockwise(model, image, plan, settings, ctx, out, unique_labels, blocks)
+    return _predict_items(model, image, plan, settings, ctx, out, unique_labels)
+
+
+def _item_plan(model, image, axes, settings, rgb: bool, channels) -> ItemPlan:
+    """How ``image`` is cut into items for ``model``; a clear error for what cannot work."""
     check_dtype(image.dtype, "image")
     axes = axes or guess_axes(image.shape, rgb=rgb)
-    ndim = model.item_ndim(settings)
-    plan = ItemPlan(axes, tuple(image.shape), ndim, channels)
+    plan = ItemPlan(axes, tuple(image.shape), model.item_ndim(settings), channels)
     check_shape(image.shape, "image", plan.axes)
     if not model.accepts_channels(plan.n_channels):
         raise ValueError(
@@ -111,6 +165,11 @@ def predict(
             f"gives {plan.n_channels} (axes {plan.axes}, shape {plan.shape}); choose the channels "
             "to use or set the axes"
         )
+    return plan
+
+
+def _predict_items(model, image, plan: ItemPlan, settings, ctx: JobContext, out, unique_labels: bool) -> Prediction:
+    """Item after item, each whole."""
     writer = _Writer(plan, out or (lambda name, shape, dtype: np.zeros(shape, dtype)), unique_labels)
     start = time.monotonic()
     n, done, cancelled = plan.n_items, 0, False
@@ -127,6 +186,13 @@ def predict(
         done = k + 1
         ctx.report(done, n, f"{done}/{n} {'slices' if n > 1 else 'image'}")
     return Prediction(writer.outputs, writer.axes, model_name(model), time.monotonic() - start, cancelled, done)
+
+
+def _predict_blockwise(model, image, plan, settings, ctx, out, unique_labels, blocks) -> Prediction:
+    start = time.monotonic()
+    res = blockwise.predict_blockwise(model, image, plan, settings, ctx, out, unique_labels, blocks)
+    return Prediction(res.outputs, res.axes, model_name(model), time.monotonic() - start, res.cancelled,
+                      res.n_items)
 
 
 class _Writer:

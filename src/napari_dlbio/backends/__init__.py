@@ -18,9 +18,9 @@ import importlib.util
 from functools import lru_cache
 from importlib import metadata
 
-from .base import Backend, BackendSpec, ModelBase
+from .base import Backend, BackendSpec, BlockNeeds, ModelBase
 
-__all__ = ["Backend", "BackendSpec", "ModelBase", "available", "get", "installed_spec", "is_available", "names", "register",
+__all__ = ["Backend", "BackendSpec", "BlockNeeds", "ModelBase", "available", "get", "installed_spec", "is_available", "names", "register",
            "spec", "specs", "unregister"]
 
 BUILTIN = (

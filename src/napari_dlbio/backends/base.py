@@ -31,6 +31,23 @@ OutputKind = Literal["labels", "image"]
 
 
 @dataclass(frozen=True)
+class BlockNeeds:
+    """What a model needs from the blocks of an item too large to predict whole.
+
+    ``halo``: context on each side of a block's core, per spatial dim (an int: the
+    same for all): at least the network's receptive field (so the core's outputs
+    equal whole-image ones) and, for labels, the size of an object (so an object
+    crossing a block face is whole in the halo and can be matched across it).
+    ``multiple``: block origins (and halos) on multiples of this (the network's total
+    down-sampling, StarDist's grid), so every block sees the pixel grid the whole
+    image would.
+    """
+
+    halo: int | tuple[int, ...] = 64
+    multiple: int | tuple[int, ...] = 1
+
+
+@dataclass(frozen=True)
 class BackendSpec:
     """Everything known about a backend without importing it."""
 
@@ -189,6 +206,22 @@ class ModelBase:
         """The intensity normalisation recorded in model.json."""
         norm = self.settings.model_dump(mode="json").get("normalization")
         return norm if isinstance(norm, dict) else {}
+
+    def normalizations(self, settings: PredictSettings) -> tuple:
+        """Every percentile :class:`~napari_dlbio.config.Normalization` :meth:`predict` applies.
+
+        Blockwise prediction computes their bounds over the whole item and hands them
+        to each block (:func:`napari_dlbio.normalize.item_bounds`). Default: the one
+        in the model's settings (:meth:`normalization`).
+        """
+        from ..config import Normalization
+
+        norm = self.normalization()
+        return (Normalization.model_validate(norm),) if norm else ()
+
+    def block_needs(self, settings: PredictSettings) -> BlockNeeds:
+        """Halo and alignment of the blocks of a large item (see :class:`BlockNeeds`)."""
+        return BlockNeeds()
 
     # -- prediction ----------------------------------------------------------------------------
     def predict(self, item: np.ndarray, settings: PredictSettings | None, ctx: JobContext | None = None

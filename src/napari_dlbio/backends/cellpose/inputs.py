@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ...config import Normalization
-from ...normalize import percentile_normalize
+from ...normalize import item_bounds_given, percentile_normalize
 
 
 def _norm_params(norm: Normalization, apply: bool) -> dict[str, Any]:
@@ -27,11 +27,12 @@ def prepare_input(item: np.ndarray, norm: Normalization) -> tuple[np.ndarray, di
     """A float32 copy (Cellpose normalises float32 input in place) and the ``normalize`` argument.
 
     Per-channel percentiles are Cellpose's own normalisation; joint percentiles
-    (``per_channel=False``) are applied here and Cellpose's is switched off.
+    (``per_channel=False``) are applied here and Cellpose's is switched off, as are
+    a block's (the whole image's bounds, :func:`napari_dlbio.normalize.item_bounds`).
     """
     x = np.array(item, dtype=np.float32, copy=True)
     if norm.mode == "none":
         return x, _norm_params(norm, False)
-    if not norm.per_channel:
+    if not norm.per_channel or item_bounds_given():
         return percentile_normalize(x, norm), _norm_params(norm, False)
     return x, _norm_params(norm, True)

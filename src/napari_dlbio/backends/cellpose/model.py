@@ -11,6 +11,7 @@ slices, then Cellpose's own stitching). Fine-tuning lives in :mod:`.finetune`.
 from __future__ import annotations
 
 import copy
+import math
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -24,7 +25,10 @@ from .finetune import CellposeTraining
 from .inputs import prepare_input
 from .locate import WEIGHTS, resolve
 from .settings import MAX_CHANNELS, Predict, Settings
+from ..base import BlockNeeds
 from .spec import SPEC
+
+DIAMETER = 30.0  # pixels: the object size Cellpose-SAM works at when no diameter is given
 
 
 def open_cellpose(path: Path, device=None):
@@ -139,6 +143,16 @@ class CellposeModel(CellposeTraining):
         # Cellpose-SAM reads one to three channels, whatever it was fine-tuned on; which
         # ones is the generic channel choice of tasks.predict (CLI --channels, GUI).
         return 1 <= n <= MAX_CHANNELS
+
+    def normalizations(self, settings) -> tuple:
+        # Prediction normalises with the Predict settings' percentiles (not the training ones).
+        norm = self.coerce_predict(settings).normalization
+        return (norm,) if norm.mode == "percentile" else ()
+
+    def block_needs(self, settings) -> BlockNeeds:
+        """Halo of two object diameters, as Cellpose's ``distributed_segmentation`` overlaps its blocks."""
+        s = self.coerce_predict(settings)
+        return BlockNeeds(halo=max(64, math.ceil(2 * (s.diameter or DIAMETER))), multiple=1)
 
     # -- device and precision --------------------------------------------------
     def _point_cellpose_at(self, device) -> None:

@@ -11,13 +11,14 @@ from typing import Any
 
 import numpy as np
 
+from ...blocks import unet_radius
 from ...config import PredictSettings, TrainSettings
 from ...jobs import Deadline, JobContext
 from ...normalize import percentile_bounds
 from ...store import ModelError, ModelInfo
 from ...training import FitResult
 from ...tta import averaged
-from ..base import ModelBase
+from ..base import BlockNeeds, ModelBase
 from .callback import Progress
 from .config import _fit_patch, _make_config, _settings_from_config, _to_careamics, normalization_in_zip
 from .settings import Settings
@@ -108,6 +109,11 @@ class N2VModel(ModelBase):
         if norm.needs_computation():
             raise ModelError("this Noise2Void model has not been trained yet (no intensity statistics)")
         return create_normalization(norm)
+
+    def block_needs(self, settings: PredictSettings) -> BlockNeeds:
+        """Halo: the U-Net's receptive field (the core then equals whole-image output); pooling-grid origins."""
+        depth = int(self.config.algorithm_config.model.depth)
+        return BlockNeeds(halo=unet_radius(depth), multiple=2**depth)
 
     def _pre(self, item: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per-image percentile normalisation (a new array) and its ``lo``/``scale`` to undo it."""

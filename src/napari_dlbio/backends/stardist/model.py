@@ -13,12 +13,14 @@ from typing import Any
 import numpy as np
 
 from ... import device as devices
+from ...blocks import unet_radius
 from ...data import Sample
 from ...jobs import JobContext
 from ...normalize import percentile_normalize
 from ...recipe import TorchModel
 from ...store import ModelError, ModelInfo
 from ...tiling import predict_tiled, with_oom_retry
+from ..base import BlockNeeds
 from .net import Arch, check_grid
 from .settings import Predict, Settings
 from .spec import SPEC
@@ -26,6 +28,9 @@ from .spec import SPEC
 WEIGHTS = "stardist.pt"
 META = "stardist.json"
 DEFAULT_THRESHOLDS = {"prob": 0.5, "nms": 0.4}
+# Pixels of halo at least: an object crossing a block face must be whole in the neighbour's halo
+# (StarDist's predict_instances_big asks the same of its overlap).
+OBJECT_HALO = 64
 
 
 def arch_for(settings: Settings, n_channels: int, ndim: int) -> Arch:
@@ -161,6 +166,13 @@ class StarDistModel(TorchModel):
         return out[0], np.moveaxis(out[1:], 0, -1)
 
     # -- prediction -------------------------------------------------------------
+    def block_needs(self, settings: Predict) -> BlockNeeds:
+        """Halo: the network's receptive field and room for an object; blocks on the grid x pooling."""
+        a = self.arch
+        halo = tuple(max(unet_radius(a.depth, a.n_conv_per_depth, a.kernel_size, g) + g * a.kernel_size, OBJECT_HALO)
+                     for g in a.grid)
+        return BlockNeeds(halo=halo, multiple=a.multiple)
+
     def forward(self, item: np.ndarray, settings: Predict, ctx: JobContext) -> tuple:
         """``(prob, dist, spatial shape)``: the network's output and the shape labels are drawn in."""
         return (*self.network_output(self._normalize(item), settings, ctx), item.shape[1:])

@@ -14,6 +14,7 @@ import numpy as np
 
 from ... import device as devices
 from ... import store
+from ...blocks import unet_radius
 from ...data import Sample
 from ...jobs import Deadline, JobContext
 from ...metrics import match
@@ -22,12 +23,14 @@ from ...patches import augment, random_patch
 from ...recipe import TorchModel
 from ...tiling import predict_tiled, with_oom_retry
 from ...tta import averaged
+from ..base import BlockNeeds
 from . import targets as tg
 from .settings import Predict, Settings
 from .settings import n_outputs as _n_outputs
 from .spec import SPEC
 
 WEIGHTS = "weights.pt"
+OBJECT_HALO = 64  # pixels: larger than most nuclei, so objects crossing a block face are whole in the halo
 # Threshold pairs tried after training; on ties the values nearest the middle win.
 _GRID = sorted(((fg, seed) for fg in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
                 for seed in (0.4, 0.5, 0.6, 0.7, 0.8, 0.9)), key=lambda c: abs(c[0] - 0.5) + abs(c[1] - 0.5))
@@ -189,6 +192,11 @@ class UNetModel(TorchModel):
         return {"thresholds": {"tuned_ap50": best[0], **chosen, "pairs_tried": tried}}
 
     # -- prediction --------------------------------------------------------------------------------
+    def block_needs(self, settings: Predict) -> BlockNeeds:
+        """Halo: the receptive field, and room for a nucleus-sized object; blocks on the pooling grid."""
+        depth = self.settings.depth
+        return BlockNeeds(halo=max(unet_radius(depth), OBJECT_HALO), multiple=2**depth)
+
     def forward(self, item: np.ndarray, settings: Predict, ctx: JobContext) -> np.ndarray:
         """Class probabilities ``(K, *spatial)`` of a checked item."""
         import torch
