@@ -17,13 +17,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+import zarr
 from _cluster_toys import Toy, count, toy
 
 pytest.importorskip("distributed")
 pytest.importorskip("torch")
 
 import napari_dlbio  # noqa: E402
-from napari_dlbio import cli, cluster, samples  # noqa: E402
+from napari_dlbio import cli, cluster, metrics, samples  # noqa: E402
+from napari_dlbio.cli import on_cluster  # noqa: E402
 from napari_dlbio.jobs import Cancelled, JobContext  # noqa: E402
 from napari_dlbio.requests import MODELS, ModelSource  # noqa: E402
 
@@ -293,6 +295,30 @@ def test_predict_on_the_dask_command_line_tools(tiny_model, images, dask_cli_clu
         assert cl.n_workers() == 2
         loaded = cl.client.run(n_models)
     assert sorted(loaded.values()) in ([0, 1], [1, 1])  # a model per worker that predicted, loaded once
+
+
+@pytest.mark.slow  # ~15 s with the module's dask processes
+def test_a_large_image_is_cut_into_blocks_for_the_workers(tiny_model, dask_cli_cluster, tmp_path):
+    """A plane larger than a block: blocks on the two workers, the same labels as blockwise here."""
+    folder = tmp_path / "big"
+    folder.mkdir()
+    img, _ = samples.nuclei_2d((256, 192), seed=3, radius=(4, 7))
+    tifffile.imwrite(folder / "mosaic.tif", img)
+    args = ("--out-format", "ome-zarr", "--block-size", "64")
+    assert on_cluster.is_large(folder / "mosaic.tif", large_image_options_for(64))
+    assert _predict(tiny_model, folder, tmp_path / "here", *args) == 0
+    assert _predict(tiny_model, folder, tmp_path / "there", *args, "--cluster", dask_cli_cluster) == 0
+    here, there = (zarr.open_array(str(tmp_path / d / "mosaic.ome.zarr" / "labels" / "labels" / "0"), mode="r")[:]
+                   for d in ("here", "there"))
+    assert here.shape == (256, 192) and here.max() >= 10   # real objects, over several blocks
+    assert metrics.match(here, there).ap == 1.0             # the same objects, whatever their ids
+    assert not list((tmp_path / "there").glob(".*.partial"))  # nothing half-written left
+
+
+def large_image_options_for(block: int):
+    from napari_dlbio.cli.formats import LargeImageOptions
+
+    return LargeImageOptions(out_format="ome-zarr", block_size=block)
 
 
 def test_ctrl_c_stops_scheduling_files(tiny_model, images, dask_cli_cluster, tmp_path, monkeypatch, capsys):

@@ -10,7 +10,7 @@ the workers report.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +75,23 @@ def cmd_predict_on_cluster(args, backend) -> int:
         return _finish(job, *_run(job, cluster.runner(), todo), start)
 
 
+def is_large(path: str | Path, large: LargeImageOptions) -> bool:
+    """Whether an input's planes exceed a block: it is then cut into blocks for the workers.
+
+    Smaller inputs go to the workers whole, one task per file. Only the shape is read.
+    """
+    from .images import _OpenImage
+
+    edge = large.block_size or LARGE_EDGE
+    with _OpenImage(Path(path)) as img:
+        shape = tuple(img.array.shape)
+    planes = [n for n in shape[-3:] if n > 4] if img.rgb else list(shape[-2:])
+    return len(planes) >= 2 and planes[-1] * planes[-2] > edge * edge
+
+
+LARGE_EDGE = 4096   # pixels: a plane above 4096 x 4096 is predicted block by block on the workers
+
+
 def _run(job: _Job, runner, todo: list[FileTask]) -> tuple[list[Path], bool]:
     """As ``predict._predict_all``: Ctrl-C cancels (running files finish), progress per file."""
     executor = InProcessExecutor()
@@ -86,10 +103,38 @@ def _run(job: _Job, runner, todo: list[FileTask]) -> tuple[list[Path], bool]:
 
 
 def _collect(job: _Job, runner, todo: list[FileTask], ctx: JobContext) -> tuple[list[Path], bool]:
+    big = [t for t in todo if is_large(t.path, t.large)]
+    written, cancelled = _collect_large(job, runner, big, ctx.span(0, len(big), len(todo)))
+    if cancelled:
+        return written, True
+    small = [t for t in todo if t not in big]
+    done, cancelled = _collect_files(job, runner, small, ctx.span(len(big), len(todo), len(todo)))
+    return written + done, cancelled
+
+
+def _collect_large(job: _Job, runner, big: list[FileTask], ctx: JobContext) -> tuple[list[Path], bool]:
+    """Large inputs one after the other here, their blocks on the workers (the model loaded here
+    too: the block plan asks it for its halo)."""
+    written: list[Path] = []
+    if not big:
+        return written, False
+    local = replace(job, model=big[0].source.load(), runner=runner, source=big[0].source)
+    for k, task in enumerate(big):
+        done = _predict_file(local, Path(task.path), ctx.span(k, k + 1, len(big)))
+        if done is None:
+            return written, True
+        written += done
+    return written, False
+
+
+def _collect_files(job: _Job, runner, todo: list[FileTask], ctx: JobContext) -> tuple[list[Path], bool]:
+    """Each input whole on a worker, as they come."""
     from ..cluster import TaskFailed
 
     written: list[Path] = []
     n = len(todo)
+    if not n:
+        return written, False
     ctx.report(0, n, f"0/{n} files")
     try:
         for k, (task, (paths, lines)) in enumerate(runner.map(predict_file, todo, ctx, task_name), 1):

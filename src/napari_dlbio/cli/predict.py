@@ -36,6 +36,8 @@ class _Job:
     bar: ProgressBar
     quiet: bool
     large: LargeImageOptions
+    runner: Any = None             # blocks of large images on a Dask cluster (--cluster)
+    source: Any = None             # the model as the cluster's workers load it (a ModelSource)
 
 
 def cmd_predict(args, backend) -> int:
@@ -157,9 +159,13 @@ def _run_model(job: _Job, f: Path, img, axes: str, ctx: JobContext, outputs):
     from .. import tasks
     from ..ngff import is_disk_full
 
+    engine = job.large.engine_kwargs()
+    if job.runner is not None:
+        # The workers reopen the image by its path and load the model once each.
+        engine.update(runner=job.runner, model_source=job.source, image_source=img.source)
     try:
         return tasks.predict(job.model, img.array, axes, job.settings, ctx, rgb=img.rgb,
-                             channels=job.channels, out=outputs, **job.large.engine_kwargs())
+                             channels=job.channels, out=outputs, **engine)
     except ValueError as exc:
         outputs.discard()
         raise CLIError(f"{f.name}: {exc}") from None
