@@ -32,6 +32,7 @@ class LayerSnapshot:
     scale: tuple[float, ...]       # one entry per layer dimension (no C entry for RGB)
     translate: tuple[float, ...]
     rgb: bool = False
+    source_path: str | None = None  # the layer's file, for lazy data (a job may read it directly)
 
     @classmethod
     def from_array(cls, name: str, data: Any, axes: str | None = None, rgb: bool = False) -> LayerSnapshot:
@@ -72,8 +73,10 @@ def snapshot(layer, axes: str | None = None) -> LayerSnapshot:
     axes = validate_axes(axes, data.shape)
     if rgb and not axes.endswith("C"):
         raise ValueError(f"layer {layer.name!r} is RGB: its axes must end with C, not {axes!r}")
+    path = layer.source.path if not isinstance(data, np.ndarray) else None
     return LayerSnapshot(
-        layer.name, data, axes, tuple(map(float, layer.scale)), tuple(map(float, layer.translate)), rgb
+        layer.name, data, axes, tuple(map(float, layer.scale)), tuple(map(float, layer.translate)), rgb,
+        str(path) if path else None,
     )
 
 

@@ -20,6 +20,7 @@ not lose the others.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,7 +28,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from . import backends, data, store, tasks
+from . import backends, data, store, tasks, to_store
 from ._layers import LayerSnapshot, prediction_layers, provenance
 from .jobs import Cancelled, JobContext
 from .modelcache import MODELS, ModelCache  # noqa: F401 - the cache lives apart so block tasks need not import this
@@ -219,6 +220,7 @@ class PredictRequest:
     settings: Any = None               # the backend's Predict settings (None: its defaults)
     channels: tuple[int, ...] | None = None
     extras: bool = False               # also output the extra images (probabilities)
+    output: OutputChoice | None = None  # None: results in memory, as layers
 
     def __post_init__(self) -> None:
         if not self.images:
@@ -238,23 +240,57 @@ class PredictRequest:
             MODELS.put(self.source.key, model)
             yield ModelLoaded(self.source.key, ModelRef.of(model))
         ref, n = ModelRef.of(model), len(self.images)
-        for k, snap in enumerate(self.images):
-            ctx.check()
-            yield ImageStarted(snap.name, k, n)
-            try:
-                pred = tasks.predict(model, snap.data, snap.axes, self.settings, ctx.span(k, k + 1, n),
-                                     rgb=snap.rgb, channels=self.channels)
-            except (Cancelled, MemoryError):
-                raise
-            except Exception as exc:  # noqa: BLE001 - one bad image must not lose the others
-                yield ImageFailed(snap.name, exc)
-                continue
-            if pred.cancelled:
-                raise Cancelled("cancelled by the user")
-            yield ImageDone(replace(snap, data=None), pred, ref)
+        with self._runner() as runner:
+            for k, snap in enumerate(self.images):
+                ctx.check()
+                yield ImageStarted(snap.name, k, n)
+                try:
+                    done = self._predict(model, ref, snap, runner, ctx.span(k, k + 1, n))
+                except (Cancelled, MemoryError):
+                    raise
+                except Exception as exc:  # noqa: BLE001 - one bad image must not lose the others
+                    yield ImageFailed(snap.name, exc)
+                    continue
+                yield done
         return n
 
-    def layers(self, done: ImageDone, existing: Iterable[str] = ()) -> list[tuple]:
+    def _predict(self, model, ref: ModelRef, snap, runner, ctx: JobContext) -> ImageDone | to_store.StoreDone:
+        """One image, in memory or (with ``output``) block by block into its OME-Zarr store."""
+        if self.output is not None:
+            o = self.output
+            return to_store.predict_to_store(model, snap, o.folder, ref, settings=self.settings,
+                                             channels=self.channels, block_size=o.block_size, overlap=o.overlap,
+                                             runner=runner, model_source=self.source, ctx=ctx)
+        pred = tasks.predict(model, snap.data, snap.axes, self.settings, ctx, rgb=snap.rgb, channels=self.channels)
+        if pred.cancelled:
+            raise Cancelled("cancelled by the user")
+        return ImageDone(replace(snap, data=None), pred, ref)
+
+    def _runner(self):
+        """The Dask cluster's runner for ``output.cluster`` (closed after the batch), else None."""
+        if self.output is None or not self.output.cluster:
+            return contextlib.nullcontext(None)
+        from . import cluster
+
+        return _ClusterRunner(cluster.connect(self.output.cluster))
+
+    def layers(self, done: ImageDone | to_store.StoreDone, existing: Iterable[str] = ()) -> list[tuple]:
         """LayerDataTuples for one finished image, named so that no layer in ``existing`` is replaced."""
+        if isinstance(done, to_store.StoreDone):
+            prov = provenance(done.model, done.image, self.settings, {"seconds": round(done.seconds, 2)})
+            return to_store.store_layers(done, prov, existing)
         prov = provenance(done.model, done.image, self.settings, {"seconds": round(done.prediction.seconds, 2)})
         return prediction_layers(done.prediction, done.image, prov, extras=self.extras, existing=existing)
+
+
+class _ClusterRunner:
+    """A connected cluster as a context manager that gives its runner (and closes what it started)."""
+
+    def __init__(self, cluster) -> None:
+        self.cluster = cluster
+
+    def __enter__(self):
+        return self.cluster.__enter__().runner()
+
+    def __exit__(self, *exc) -> None:
+        self.cluster.__exit__(*exc)

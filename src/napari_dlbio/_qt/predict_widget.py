@@ -3,17 +3,26 @@
 On Predict the dock reads the layers and the form into a
 :class:`~napari_dlbio.requests.PredictRequest` on the UI thread; the job process
 loads the model (once: it keeps it for the next click) and predicts image after
-image, handing each result back to be added as ``<image>_<model>``.
+image, handing each result back to be added as ``<image>_<model>``. Large (or
+lazy, dask/zarr) layers go block by block into OME-Zarr stores (the Output
+group), on this computer or a Dask cluster; their layer fills in as blocks
+finish (:class:`~napari_dlbio._qt.live_layer.LiveLayer`).
 """
 
 from __future__ import annotations
+
+import time
 
 from qtpy.QtWidgets import QWidget
 
 from ..formatting import describe_error
 from ..jobs import Cancelled, Progress
+from .._layers import layer_data
 from ..requests import ImageDone, ImageFailed, ImageStarted, ModelLoaded, PredictRequest
+from ..to_store import StoreDone, is_large, store_path
 from .job_controls import JobControls
+from .live_layer import LiveLayer, time_left
+from .output_box import OutputBox
 from .predict_boxes import ImagesBox, ModelSourceBox, PredictSettingsBox
 from .results import add_prediction
 from .runner import JobRunner, notify_error, notify_info
@@ -30,11 +39,18 @@ class PredictWidget(QWidget):
         self.errors: list[str] = []    # per-image problems of the last run
         self.loaded: list = []         # ModelRefs of the models the job process loaded (not cached yet)
         self._current = ""
+        self.live: LiveLayer | None = None   # the image being written to OME-Zarr
         self._build()
         self.model_box.backend_changed.connect(self.settings_box.show_backend)
         self.run_btn.clicked.connect(self.run)
         self.cancel_btn.clicked.connect(self.cancel)
+        self.images.itemChanged.connect(self._suggest_output)
         self.model_box.refresh()
+        self._suggest_output()
+
+    def _suggest_output(self, *_args) -> None:
+        """Large or lazy (dask/zarr) layers ticked: suggest OME-Zarr (the user may change it back)."""
+        self.output_box.suggest(any(is_large(layer_data(layer)) for layer, _ in self.images.selected()))
 
     # -- layout -----------------------------------------------------------------------
     def _build(self) -> None:
@@ -42,12 +58,13 @@ class PredictWidget(QWidget):
         self.model_box = ModelSourceBox()
         self.images_box = ImagesBox(self.viewer)
         self.settings_box = PredictSettingsBox()
+        self.output_box = OutputBox()
         self.controls = JobControls(
             "Predict", "Run the model on every ticked image layer; each result becomes a new layer",
             "Stop after the current slice or tile; finished layers are kept",
             "Tick image layers, pick a model, press Predict.",
         )
-        for part in (self.model_box, self.images_box, self.settings_box, self.controls):
+        for part in (self.model_box, self.images_box, self.settings_box, self.output_box, self.controls):
             outer.addWidget(part)
         outer.addStretch(1)
         # The parts' widgets under the dock's own names (used by tests and scripts).
@@ -71,7 +88,7 @@ class PredictWidget(QWidget):
         self.settings_box.show_backend(source.backend)
         settings = self.form.build()
         return PredictRequest(source, self.images_box.snapshots(), settings, self.images_box.channel_choice(),
-                              self.settings_box.extras(source.backend))
+                              self.settings_box.extras(source.backend), self.output_box.choice())
 
     def run(self) -> None:
         if self.runner.running:
@@ -83,6 +100,7 @@ class PredictWidget(QWidget):
             return
         self.request = request
         self.added, self.errors = [], []
+        self._started = time.monotonic()
         self._set_running(True)
         self.status.setText("starting…")
         self.runner.start(request, on_done=self._done, on_error=self._failed, on_yield=self._yielded,
@@ -98,19 +116,36 @@ class PredictWidget(QWidget):
             self.loaded.append(event.model)
         elif isinstance(event, ImageStarted):
             self._current = event.text()
+            self._start_live(event.name)
         elif isinstance(event, ImageFailed):
             text = f"{event.name}: {describe_error(event.error)}"
             self.errors.append(text)
             notify_error(text, "Predict")
-        elif isinstance(event, ImageDone):
+        elif isinstance(event, (ImageDone, StoreDone)):
+            if self.live is not None:
+                self.live.finish()
+                self.live = None
             self.added += add_prediction(self.viewer, self.request, event)
+
+    def _start_live(self, name: str) -> None:
+        out = self.request.output
+        if out is None:
+            return
+        snap = next(s for s in self.request.images if s.name == name)
+        final = store_path(out.folder, snap.name, self.request.source.name)
+        self.live = LiveLayer(self.viewer, snap, str(final), self.request.source.name)
 
     def _on_progress(self, p: Progress | None, _events) -> None:
         if p is None:
             return
         if p.fraction is not None:
             self.progress.setValue(int(1000 * p.fraction))
-        self.status.setText(f"{self._current}: {p.message}" if self._current else p.message)
+        message = p.message
+        if self.live is not None:
+            self.live.update()
+            eta = time_left(self._started, p.fraction)
+            message = f"{message} · {eta}" if eta else message
+        self.status.setText(f"{self._current}: {message}" if self._current else message)
 
     def _done(self, n) -> None:
         self.progress.setValue(1000)
@@ -121,8 +156,11 @@ class PredictWidget(QWidget):
         self.status.setText(msg)
 
     def _failed(self, exc: BaseException) -> None:
+        partial = self.live.keep_partial() if self.live is not None else None
+        self.live = None
         if isinstance(exc, Cancelled):
-            self.status.setText(f"cancelled; kept {len(self.added)} finished layer(s)")
+            kept = f"; the blocks done are in {partial!r}" if partial else ""
+            self.status.setText(f"cancelled; kept {len(self.added)} finished layer(s){kept}")
             notify_info("Prediction cancelled")
             return
         self.status.setText(f"failed: {describe_error(exc)}")
