@@ -19,7 +19,6 @@ from qtpy.QtWidgets import (
     QLineEdit,
     QPushButton,
     QSpinBox,
-    QToolButton,
     QWidget,
 )
 
@@ -64,17 +63,20 @@ class OutputBox(QGroupBox):
                                 "or local:N for N worker processes on this computer")
         self._run_row = _pair(self.run_on, self.address)
         form.addRow("run on", self._run_row)
-        self.more = QToolButton()
-        self.more.setText("advanced")
-        self.more.setCheckable(True)
-        form.addRow(self.more)
+        from superqt import QCollapsible
+
+        self.more = QCollapsible("Block settings", self, expandedIcon="▼", collapsedIcon="▶")
+        inner = QWidget()
+        blocks = QFormLayout(inner)
+        blocks.setContentsMargins(0, 0, 0, 0)
         self.block_size = _spin("Pixels per block edge; auto: from the memory budget", 65536)
         self.overlap = _spin("Pixels of context around each block; auto: from the model", 4096)
-        form.addRow("block size", self.block_size)
-        form.addRow("block overlap", self.overlap)
+        blocks.addRow("block size", self.block_size)
+        blocks.addRow("block overlap", self.overlap)
+        self.more.addWidget(inner)
+        form.addRow(self.more)
         self.where.currentIndexChanged.connect(self._show)
         self.run_on.currentIndexChanged.connect(self._show)
-        self.more.toggled.connect(self._show)
         self._show()
 
     def _browse(self) -> None:
@@ -87,10 +89,8 @@ class OutputBox(QGroupBox):
 
     def _show(self, *_args) -> None:
         disk = self.to_disk()
-        for row, visible in ((self._folder_row, disk), (self._run_row, disk), (self.more, disk),
-                             (self.block_size, disk and self.more.isChecked()),
-                             (self.overlap, disk and self.more.isChecked())):
-            self._form.setRowVisible(row, visible)
+        for row in (self._folder_row, self._run_row, self.more):
+            self._form.setRowVisible(row, disk)
         self.address.setEnabled(self.run_on.currentIndex() == 1)
 
     def suggest(self, large: bool) -> None:

@@ -166,9 +166,12 @@ class ImageTable(QTableWidget):
         """(layer, axes text) for every ticked row."""
         out = []
         for r in range(self.rowCount()):
-            if self.item(r, 0).checkState() == Qt.CheckState.Checked:
+            name, axes = self.item(r, 0), self.item(r, 2)
+            if name is None or axes is None:  # a row being filled in (refresh)
+                continue
+            if name.checkState() == Qt.CheckState.Checked:
                 try:
-                    out.append((self.viewer.layers[self.item(r, 0).text()], self.item(r, 2).text()))
+                    out.append((self.viewer.layers[name.text()], axes.text()))
                 except KeyError:
                     continue
         return out
