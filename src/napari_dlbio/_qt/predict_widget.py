@@ -159,8 +159,8 @@ class PredictWidget(QWidget):
         partial = self.live.keep_partial() if self.live is not None else None
         self.live = None
         if isinstance(exc, Cancelled):
-            kept = f"; the blocks done are in {partial!r}" if partial else ""
-            self.status.setText(f"cancelled; kept {len(self.added)} finished layer(s){kept}")
+            kept = f"blocks done kept in {partial!r}" if partial else f"kept {len(self.added)} finished layer(s)"
+            self.status.setText(f"cancelled; {kept}")
             notify_info("Prediction cancelled")
             return
         self.status.setText(f"failed: {describe_error(exc)}")
