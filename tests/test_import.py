@@ -42,6 +42,13 @@ LIGHT_MODULES = (
     "napari_dlbio.evaluation",
     "napari_dlbio.formatting",
     "napari_dlbio.requests",
+    "napari_dlbio.blocks",
+    "napari_dlbio.blockstate",
+    "napari_dlbio.blocktasks",
+    "napari_dlbio.blockwise",
+    "napari_dlbio.stitching",
+    "napari_dlbio.seams",
+    "napari_dlbio.modelcache",
 )
 
 
