@@ -53,6 +53,8 @@ def split_block(labels: np.ndarray, core: tuple[slice, ...], origin: Sequence[in
     above ``n`` (they belong to a neighbour and are never written).
     """
     labels = np.asarray(labels)
+    if labels.dtype.kind != "i":
+        labels = labels.astype(np.int64)  # unsigned or bool labels: one signed type for the lookups
     values, first = np.unique(labels[core].ravel(), return_index=True)
     first, values = first[values > 0], values[values > 0]
     pixel = np.unravel_index(first, labels[core].shape)
