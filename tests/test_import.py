@@ -49,6 +49,14 @@ LIGHT_MODULES = (
     "napari_dlbio.multiscale",
     "napari_dlbio.cluster",
     "napari_dlbio.cli.on_cluster",
+    "napari_dlbio.blocks",
+    "napari_dlbio.blockstate",
+    "napari_dlbio.blocktasks",
+    "napari_dlbio.blockwise",
+    "napari_dlbio.stitching",
+    "napari_dlbio.seams",
+    "napari_dlbio.modelcache",
+    "napari_dlbio.to_store",
 )
 
 

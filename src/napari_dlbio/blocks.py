@@ -55,7 +55,7 @@ class Block:
     """One block: its place in the grid, its core and its outer (core + halo) region."""
 
     index: tuple[int, ...]
-    number: int                 # C-order number in the grid: its reserved label range
+    number: int                 # C-order number in the grid
     core: tuple[Span, ...]
     outer: tuple[Span, ...]
 

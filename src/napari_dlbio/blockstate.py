@@ -32,6 +32,11 @@ STATE_DIR = ".dlbio"
 PHASES = ("predict", "relabel")
 
 
+def clear_state(store: str | Path) -> None:
+    """Forget a finished run's progress (``<store>/.dlbio``), e.g. when an output is finalised."""
+    shutil.rmtree(Path(store) / STATE_DIR, ignore_errors=True)
+
+
 def write_marker(path: str | Path) -> None:
     """An empty file at ``path``, appearing at once (a renamed temporary file)."""
     path = Path(path)

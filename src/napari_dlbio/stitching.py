@@ -53,20 +53,41 @@ def split_block(labels: np.ndarray, core: tuple[slice, ...], origin: Sequence[in
     above ``n`` (they belong to a neighbour and are never written).
     """
     labels = np.asarray(labels)
+    if labels.dtype.kind != "i":
+        labels = labels.astype(np.int64)  # unsigned or bool labels: one signed type for the lookups
     values, first = np.unique(labels[core].ravel(), return_index=True)
     first, values = first[values > 0], values[values > 0]
     pixel = np.unravel_index(first, labels[core].shape)
     raw = np.ravel_multi_index(tuple(p + o for p, o in zip(pixel, origin)), tuple(shape)).astype(np.int64) + 1
     by_raw = np.argsort(raw)
     core_ids, raw = values[by_raw], raw[by_raw]
-    halo_only = np.setdiff1d(np.unique(labels), np.concatenate([[0], core_ids]), assume_unique=True)
-    order = np.concatenate([[0], core_ids, halo_only]).astype(labels.dtype)
-    # New number of each label: its position in ``order`` (found through the sorted values).
-    sort = np.argsort(order)
-    local = sort.astype(label_dtype(len(order)))[np.searchsorted(order[sort], labels)]
+    present = _present(labels)
+    halo_only = np.setdiff1d(present[present > 0], core_ids, assume_unique=True)
+    order = np.concatenate([[0], core_ids, halo_only]).astype(np.int64)
+    local = _renumber(labels, order)
     halo = local.copy()
     halo[core] = 0
     return local[core], halo, raw
+
+
+def _present(labels: np.ndarray) -> np.ndarray:
+    """The distinct values of non-negative ``labels`` (a count per value when they are few)."""
+    top = int(labels.max()) if labels.size else 0
+    if labels.size and labels.min() >= 0 and top < 4 * labels.size:
+        return np.flatnonzero(np.bincount(labels.ravel(), minlength=top + 1))
+    return np.unique(labels)
+
+
+def _renumber(labels: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """Value ``order[k]`` -> ``k`` (a lookup table when the values are small, as models' labels are)."""
+    dtype = label_dtype(len(order))
+    top = int(order.max()) if len(order) else 0
+    if labels.min() >= 0 and top < 4 * labels.size:
+        lut = np.zeros(top + 1, dtype)
+        lut[order] = np.arange(len(order), dtype=dtype)
+        return lut[labels]
+    sort = np.argsort(order)
+    return sort.astype(dtype)[np.searchsorted(order[sort], labels)]
 
 
 def raw_labels(local: np.ndarray, raw: np.ndarray, dtype) -> np.ndarray:
@@ -88,10 +109,12 @@ def match_pairs(halo: np.ndarray, raw: np.ndarray, ids: np.ndarray, threshold: f
     both = keep & (r > 0)
     if not both.any():
         return np.zeros((0, 2), np.int64)
-    h_ids, h_area = np.unique(h[keep], return_counts=True)
+    h_area = np.bincount(h[keep], minlength=len(ids) + 1)
     r_ids, r_area = np.unique(r[r > 0], return_counts=True)
-    pairs, inter = np.unique(np.stack([h[both], r[both]], 1), axis=0, return_counts=True)
-    union = h_area[np.searchsorted(h_ids, pairs[:, 0])] + r_area[np.searchsorted(r_ids, pairs[:, 1])] - inter
+    # One int64 key per (halo number, neighbour id): numbers are at most a block's pixels.
+    key, inter = np.unique(r[both] * (len(ids) + 1) + h[both], return_counts=True)
+    pairs = np.stack([key % (len(ids) + 1), key // (len(ids) + 1)], 1)
+    union = h_area[pairs[:, 0]] + r_area[np.searchsorted(r_ids, pairs[:, 1])] - inter
     hit = pairs[inter / union >= threshold]
     return np.stack([np.asarray(ids, np.int64)[hit[:, 0] - 1], hit[:, 1]], 1)
 
@@ -159,11 +182,14 @@ def relabel(raw: np.ndarray, ids: np.ndarray, final: np.ndarray) -> np.ndarray:
         if raw.any():
             raise ValueError("a block's raw labels hold objects it did not record; the block state is inconsistent")
         return np.zeros(raw.shape, final.dtype)
-    pos = np.minimum(np.searchsorted(ids, raw), len(ids) - 1)
+    out = np.zeros(raw.shape, final.dtype)
     fg = raw > 0
-    if (ids[pos][fg] != raw[fg]).any():
+    values = raw[fg]
+    pos = np.minimum(np.searchsorted(ids, values), len(ids) - 1)
+    if (ids[pos] != values).any():
         raise ValueError("a block's raw labels hold objects it did not record; the block state is inconsistent")
-    return np.where(fg, final[pos], 0).astype(final.dtype)
+    out[fg] = final[pos]
+    return out
 
 
 def count_cut_objects(labels: np.ndarray, block: int | Sequence[int], min_run: int = 8) -> int:
