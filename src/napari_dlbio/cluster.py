@@ -164,7 +164,7 @@ def worker_model(source):
     Uses :data:`requests.MODELS`, the cache of the docks' job process; the lock
     keeps two threads of one worker from loading the same model twice.
     """
-    from .requests import MODELS
+    from .modelcache import MODELS
 
     with _MODEL_LOCK:
         model = MODELS.get(source.key)
