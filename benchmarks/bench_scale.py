@@ -95,7 +95,8 @@ class Bench:
 # --- main --------------------------------------------------------------------------------------------
 def parse(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", default=",".join(SECTIONS), help=f"sections, comma-separated: {','.join(SECTIONS)}")
+    ap.add_argument("--only", default=",".join(SECTIONS),
+                    help=f"sections, comma-separated: {','.join(SECTIONS)}")
     ap.add_argument("--quick", action="store_true", help="smaller sizes, for trying the script out")
     ap.add_argument("--train-minutes", type=float, default=2.0,
                     help="training budget of the U-Net, StarDist and Cellpose models (N2V and 3D: at most 1)")
@@ -126,9 +127,10 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
-    bench = Bench(args, QUICK if args.quick else Sizes(), ss.Models(args.models, args.train_minutes, args.threads),
-                  work)
-    print(f"bench_scale: {', '.join(args.only)}{' (quick)' if args.quick else ''}; torch {torch.__version__}, "
+    models = ss.Models(args.models, args.train_minutes, args.threads)
+    bench = Bench(args, QUICK if args.quick else Sizes(), models, work)
+    quick = " (quick)" if args.quick else ""
+    print(f"bench_scale: {', '.join(args.only)}{quick}; torch {torch.__version__}, "
           f"{args.threads} thread(s), {os.cpu_count()} CPUs; models in {args.models}; work in {work}")
     print(f"start: {ss.load()}", flush=True)
     import scale_sections

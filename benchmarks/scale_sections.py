@@ -39,8 +39,8 @@ def seams(b) -> None:
         r = blockwise_agreement(model, img, block, _predict_settings(name))
         whole, blocks = r["labels"]
         ok = r["ap"] >= 0.98 and r["cut_blocks"] <= r["cut_whole"]
-        rows.append([LABELS.get(name, name), f"AP@0.5 {r['ap']:.3f}", ">= 0.98, cut <= whole", f"{r['n_whole']} / {r['n_blocks']}",
-                     f"{r['cut_whole']} / {r['cut_blocks']}",
+        rows.append([LABELS.get(name, name), f"AP@0.5 {r['ap']:.3f}", ">= 0.98, cut <= whole",
+                     f"{r['n_whole']} / {r['n_blocks']}", f"{r['cut_whole']} / {r['cut_blocks']}",
                      f"AP@0.5 {match(gt, whole).ap:.3f} / {match(gt, blocks).ap:.3f}",
                      f"{r['whole_s']:.0f} / {r['blocks_s']:.0f}", met(ok)])
         print(f"  {name}: done", flush=True)
@@ -68,9 +68,9 @@ def _n2v_row(b, img: np.ndarray, block: int) -> list:
     exact = tasks.predict(model, noisy, settings=one_tile).outputs["image"]
     rel = float(np.abs(whole - parts).max() / np.ptp(whole))
     rel_exact = float(np.abs(exact - parts).max() / np.ptp(exact))
-    return ["n2v (noisy copy)", f"max diff {rel:.1e} of range ({rel_exact:.1e} vs whole in one tile)", "<= 1e-3",
-            "-", "-", f"PSNR {psnr(clean, whole):.2f} / {psnr(clean, parts):.2f} dB (noisy {psnr(clean, noisy):.2f})",
-            f"{t1 - t0:.0f} / {t2 - t1:.0f}", met(rel <= 1e-3)]
+    quality = f"PSNR {psnr(clean, whole):.2f} / {psnr(clean, parts):.2f} dB (noisy {psnr(clean, noisy):.2f})"
+    return ["N2V (noisy copy)", f"max diff {rel:.1e} of range ({rel_exact:.1e} vs whole in one tile)", "<= 1e-3",
+            "-", "-", quality, f"{t1 - t0:.0f} / {t2 - t1:.0f}", met(rel <= 1e-3)]
 
 
 # --- 2. flat memory ----------------------------------------------------------------------------------
@@ -136,7 +136,8 @@ def check_output(b, final: Path, image: Path, model_name: str, block: int) -> di
         whole = tasks.predict(model, np.asarray(src.array[outer]), src.axes, settings).outputs["labels"]
     trim = zs + tuple(slice(i.start - o.start, i.stop - o.start) for i, o in zip(inner[-2:], outer[-2:]))
     whole, blocks = whole[trim], np.asarray(labels[inner])
-    lines = ss.block_lines(labels.shape, blk, (0,) * (nd == 3) + tuple(lo), labels.shape[:1] * (nd == 3) + tuple(hi))
+    lines = ss.block_lines(labels.shape, blk, (0,) * (nd == 3) + tuple(lo),
+                           labels.shape[:1] * (nd == 3) + tuple(hi))
     out.update(crop_ap=match(whole, blocks).ap, crop_cuts=(ss.cuts_on_lines(whole, lines),
                                                           ss.cuts_on_lines(blocks, lines)))
     return out
@@ -162,23 +163,25 @@ def memory(b) -> None:
             chk = check_output(b, final, image, model, block)
             b.done[f"memory-{kind}-{shape[-1]}"] = (run, final, block)
             mpx = np.prod(shape) / 1e6
-            ok = (run.peak_rss < 2 * GB and chk["crop_ap"] >= 0.98 and chk["crop_cuts"][1] <= chk["crop_cuts"][0])
+            cut_whole, cut_blocks = chk["crop_cuts"]
+            ok = run.peak_rss < 2 * GB and chk["crop_ap"] >= 0.98 and cut_blocks <= cut_whole
             runs.append(run)
             name = "x".join(map(str, shape))
             rows.append([kind, name, f"{n} of {block} px", f"{run.seconds:.0f}", f"{mpx / run.seconds:.2f}",
                          f"{run.peak_rss / 2**20:.0f}", f"{chk['objects']} ({chk['objects'] / mpx:.0f}/Mpx)",
-                         chk["cuts"], f"AP {chk['crop_ap']:.3f}, cuts {chk['crop_cuts'][0]} / {chk['crop_cuts'][1]}",
-                         met(ok)])
+                         chk["cuts"], f"AP {chk['crop_ap']:.3f}, cuts {cut_whole} / {cut_blocks}", met(ok)])
             profile.append(f"{name}: " + ", ".join(f"{p} {v[0]:.0f} s / {v[1] / 2**20:.0f} MiB"
                                                    for p, v in run.phases.items()))
             print(f"  {kind} {shape}: {run.seconds:.0f} s, {run.peak_rss / 2**20:.0f} MiB", flush=True)
         ratio = runs[1].peak_rss / runs[0].peak_rss
-        rows.append([kind, f"larger / smaller ({np.prod(shapes[1]) / np.prod(shapes[0]):.0f}x pixels)", "", "", "",
-                     f"{ratio:.2f}x", "", "", "", met(ratio <= 1.2)])
+        more = np.prod(shapes[1]) / np.prod(shapes[0])
+        rows.append([kind, f"larger / smaller ({more:.0f}x pixels)", "", "", "", f"{ratio:.2f}x", "", "", "",
+                     met(ratio <= 1.2)])
     table("Flat memory: `napari-dlbio predict --out-format ome-zarr --block-size N` (a child process) on "
           "uint8 (2D) / uint16 (3D) OME-Zarr mosaics",
           ["", "image", "blocks", "wall s", "Mpx/s", "peak RSS MiB", "objects", "cuts on all block lines",
-           "crop around a block corner, whole vs output", "target (< 2 GB, ratio <= 1.2, crop AP >= 0.98)"], rows)
+           "crop around a block corner, whole vs output",
+           "target (< 2 GB, ratio <= 1.2, crop AP >= 0.98, cuts <= whole)"], rows)
     print("\nPhases (wall s / largest RSS sampled every 0.2 s):")
     for line in profile:
         print("  " + line)
@@ -201,9 +204,9 @@ def cluster(b) -> None:
     for where in ("in-process", "local:1", "local:2"):
         out_dir = b.work / "cluster" / where.replace(":", "-")
         out_dir.mkdir(parents=True, exist_ok=True)
+        chunks = ngff.default_chunks(src.axes, src.array.shape, 2, block)
         out = ngff.output_factory(ngff.output_path(out_dir, image, "ome-zarr"), "ome-zarr", src.axes, src.scale,
-                                  src.translate, ngff.default_chunks(src.axes, src.array.shape, 2, block), ndim=2,
-                                  source=src.source)
+                                  src.translate, chunks, ndim=2, source=src.source)
         source = ModelSource.folder(b.models.path("unet"))
         t0 = time.monotonic()
         cl = None if where == "in-process" else clusters.connect(where)
@@ -230,8 +233,8 @@ def cluster(b) -> None:
         print(f"  {where}: {t2 - t1:.0f} s", flush=True)
     table("Distributed throughput: one OME-Zarr predicted blockwise by `tasks.predict(runner=...)` "
           "(U-Net, 1 torch thread per worker)",
-          ["runner", "image", "workers start + load the model s", "predict s", "Mpx/s", "objects", "vs in-process",
-           "target (AP == 1.0)"], rows)
+          ["runner", "image", "workers start + load the model s", "predict s", "Mpx/s", "objects",
+           "vs in-process", "target (AP == 1.0)"], rows)
 
 
 def _load_on_workers(client, source) -> None:
@@ -282,7 +285,8 @@ def resume(b) -> None:
 
     out_dir = b.work / "resume" / "cut"
     final = output_path(out_dir, image, "ome-zarr")
-    first, _ = predict_cli(b, image, out_dir, "unet", block, kill_when=lambda: len(_markers(final)) >= total // 2)
+    first, _ = predict_cli(b, image, out_dir, "unet", block,
+                           kill_when=lambda: len(_markers(final)) >= total // 2)
     before = _markers(final)
     seen: dict[str, int] = dict(before)
 
@@ -300,10 +304,10 @@ def resume(b) -> None:
     ok = first.returncode != 0 and len(computed) == total - len(before) and not rewritten and same
     table(f"Resume: `napari-dlbio predict` on the {size} x {size} mosaic ({total} blocks of {block} px) "
           "SIGKILLed at half, rerun with --resume",
-          ["blocks", "markers when killed", "predicted by the rerun (counted)", "expected", "first run s (killed)",
-           "rerun s", "uninterrupted s", "output vs uninterrupted", "target"],
-          [[total, len(before), len(computed), total - len(before), f"{first.seconds:.0f} (exit {first.returncode})",
-            f"{second.seconds:.0f}", f"{whole_run.seconds:.0f}",
+          ["blocks", "markers when killed", "predicted by the rerun (counted)", "expected",
+           "first run s (killed)", "rerun s", "uninterrupted s", "output vs uninterrupted", "target"],
+          [[total, len(before), len(computed), total - len(before),
+            f"{first.seconds:.0f} (exit {first.returncode})", f"{second.seconds:.0f}", f"{whole_run.seconds:.0f}",
             ("identical bytes" if same else "DIFFERENT") + f" ({levels} pyramid levels)", met(ok)]])
 
 
@@ -311,8 +315,8 @@ def _same_store(a: Path, b: Path) -> tuple[bool, int]:
     """Whether every level of the labels of two OME-Zarr outputs is equal, band by band."""
     import zarr
 
-    ga, gb = zarr.open_group(str(a / "labels" / "labels"), mode="r"), zarr.open_group(str(b / "labels" / "labels"),
-                                                                                       mode="r")
+    ga = zarr.open_group(str(a / "labels" / "labels"), mode="r")
+    gb = zarr.open_group(str(b / "labels" / "labels"), mode="r")
     levels = sorted(k for k in ga.array_keys())
     if levels != sorted(gb.array_keys()):
         return False, len(levels)
@@ -354,13 +358,17 @@ def overhead(b) -> None:
         t_item, item = _best(lambda: tasks.predict(model, img, settings=s).outputs["labels"], reps)
         (b.work / "overhead").mkdir(exist_ok=True)
         with tempfile.TemporaryDirectory(dir=b.work / "overhead") as tmp:
-            t_budget, lab = _best(lambda: np.asarray(tasks.predict(model, img, settings=s, out=tasks.zarr_outputs(tmp))
-                                                     .outputs["labels"][:]), reps)
+            def into_zarr():
+                return np.asarray(tasks.predict(model, img, settings=s, out=tasks.zarr_outputs(tmp))
+                                  .outputs["labels"][:])
+
+            t_budget, lab = _best(into_zarr, reps)
             plan = Path(tmp) / ".dlbio" / "plan.json"
             grid = ("x".join(map(str, json.loads(plan.read_text())["block"])) + " px blocks" if plan.is_file()
                     else "one block: predicted item-wise")
-        t_fixed, fixed = _best(lambda: tasks.predict(model, img, settings=s, block_size=b.sizes.overhead_block)
-                               .outputs["labels"], reps)
+        blk = b.sizes.overhead_block
+        t_fixed, fixed = _best(lambda: tasks.predict(model, img, settings=s, block_size=blk).outputs["labels"],
+                               reps)
         for label, secs, n in ((f"memory budget's block size ({grid}), into zarr", t_budget, int(lab.max())),
                                (f"{b.sizes.overhead_block} px blocks, in memory", t_fixed, int(fixed.max()))):
             rows.append([f"{size} x {size}", label, f"{t_item:.1f}", f"{secs:.1f}", f"{secs / t_item:.2f}x",

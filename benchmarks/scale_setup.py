@@ -29,7 +29,8 @@ def dsb_pairs(split: str) -> list[tuple[np.ndarray, np.ndarray]]:
     from napari_dlbio.data import read_image
 
     folder = DATA / "dsb2018" / split
-    return [(read_image(p), read_image(folder / "masks" / p.name)) for p in sorted((folder / "images").glob("*.tif"))]
+    files = sorted((folder / "images").glob("*.tif"))
+    return [(read_image(p), read_image(folder / "masks" / p.name)) for p in files]
 
 
 def mosaic(size: int | tuple[int, int], split: str = "val") -> tuple[np.ndarray, np.ndarray]:
@@ -150,8 +151,8 @@ class Models:
         start = cpb.write_random_model(self.folder / "micro_cpsam", cpb.MICRO, seed=0)
         train = DATA / "dsb2018" / "train"
         self._cli("cellpose", train / "images", out, 4 * self.minutes, "--from", str(start),
-                  "--learning-rate", "1e-2", "--batch-size", "4", "--epochs", "1000", "--min-train-masks", "1",
-                  "--device", "cpu", labels=train / "masks")
+                  "--learning-rate", "1e-2", "--batch-size", "4", "--epochs", "1000",
+                  "--min-train-masks", "1", "--device", "cpu", labels=train / "masks")
 
     def _train_n2v(self, out: Path) -> None:
         """Noise2Void on noisy dsb2018 ``train`` images (its budget includes ~30 s of CAREamics' start)."""
@@ -182,7 +183,8 @@ def child_env(threads: int) -> dict[str, str]:
 
     src = str(Path(napari_dlbio.__file__).resolve().parents[1])
     path = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH", "")) if p)
-    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": str(threads),
+            "MKL_NUM_THREADS": str(threads)}
 
 
 def cli_command(*args: str) -> list[str]:
@@ -193,49 +195,72 @@ def cli_command(*args: str) -> list[str]:
 class ChildRun:
     returncode: int
     seconds: float
-    peak_rss: int          # bytes: the child's own maximum resident set (wait4)
+    peak_rss: int          # bytes: the CLI process's maximum resident set (wait4; 0 when killed)
     output: str
     phases: dict[str, list[float]]   # phase -> [seconds, peak RSS bytes sampled in it]
 
 
+# A small launcher between this process and the CLI. ``ru_maxrss`` keeps the high-water mark of
+# the memory a process had before exec: a child spawned straight from this process (which holds
+# models and images, GBs) would report this process's size. Spawned from the launcher (~10 MB),
+# the CLI's ``wait4`` figure is its own; the launcher writes it to a file.
+LAUNCHER = """
+import json, os, sys
+pid = os.posix_spawn(sys.argv[2], sys.argv[2:], os.environ)
+_, status, ru = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as fh:
+    json.dump({"maxrss_kib": ru.ru_maxrss, "code": os.waitstatus_to_exitcode(status)}, fh)
+"""
+
+
 def run_measured(args: list[str], threads: int, log: Path, kill_when=None, phase=None,
                  poll_s: float = 0.2) -> ChildRun:
-    """Run the CLI with ``args``; its wall time and peak RSS (``os.wait4``'s ``ru_maxrss``: the
-    child's own high-water mark, unlike ``RUSAGE_CHILDREN``'s maximum over every child so far).
+    """Run the CLI with ``args``; its wall time and peak RSS (``os.wait4``'s ``ru_maxrss`` of the CLI
+    process, through :data:`LAUNCHER`).
 
-    Every ``poll_s``: ``kill_when()`` SIGKILLs the child when it returns True; ``phase()`` names
-    what the child is doing (from what it left on disk), and the time and the largest RSS
+    Every ``poll_s``: ``kill_when()`` SIGKILLs the CLI when it returns True; ``phase()`` names
+    what the CLI is doing (from what it left on disk), and the time and the largest RSS
     sampled (psutil) are added to that phase.
     """
+    import json
     import signal
 
     import psutil
 
     t = time.monotonic()
     phases: dict[str, list[float]] = {}
+    report = log.with_suffix(".rusage.json")
+    report.unlink(missing_ok=True)
+    cmd = [sys.executable, "-c", LAUNCHER, str(report), *cli_command(*args)]
     with open(log, "w") as out:
-        proc = subprocess.Popen(cli_command(*args), env=child_env(threads), stdout=out, stderr=subprocess.STDOUT)
-        watched, last = psutil.Process(proc.pid), t
-        while True:
-            pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
+        proc = subprocess.Popen(cmd, env=child_env(threads), stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        last = t
+        while proc.poll() is None:
             if kill_when is not None and kill_when():
-                os.kill(proc.pid, signal.SIGKILL)
+                os.killpg(proc.pid, signal.SIGKILL)   # the launcher and the CLI
                 kill_when = None
             if phase is not None:
-                try:
-                    rss = watched.memory_info().rss
-                except psutil.Error:
-                    rss = 0
                 now = time.monotonic()
                 entry = phases.setdefault(phase(), [0.0, 0])
                 entry[0] += now - last
-                entry[1] = max(entry[1], rss)
+                entry[1] = max(entry[1], _tree_rss(proc.pid, psutil))
                 last = now
             time.sleep(poll_s)
-    code = os.waitstatus_to_exitcode(status)
-    return ChildRun(code, time.monotonic() - t, rusage.ru_maxrss * 1024, log.read_text(), phases)
+    if report.is_file():
+        done = json.loads(report.read_text())
+        code, peak = done["code"], done["maxrss_kib"] * 1024
+    else:  # killed
+        code, peak = proc.returncode, 0
+    return ChildRun(code, time.monotonic() - t, peak, log.read_text(), phases)
+
+
+def _tree_rss(pid: int, psutil) -> int:
+    """The resident memory of the CLI (the launcher's child)."""
+    try:
+        return sum(c.memory_info().rss for c in psutil.Process(pid).children())
+    except psutil.Error:
+        return 0
 
 
 def cli_phase(final: Path, total: int):
@@ -301,7 +326,9 @@ def max_id(labels) -> int:
     """The largest id of a (zarr) label image, read chunk by chunk."""
     import dask.array as da
 
-    return int(da.from_zarr(labels).max().compute()) if not isinstance(labels, np.ndarray) else int(labels.max())
+    if isinstance(labels, np.ndarray):
+        return int(labels.max())
+    return int(da.from_zarr(labels).max().compute())
 
 
 def table(title: str, header: list[str], rows: list[list]) -> None:
