@@ -1,28 +1,34 @@
 """Images larger than memory (issue 10): seams, flat memory, distributed throughput, resume, overhead.
 
 All on real data from ``../shared/data``: mosaics of dsb2018 ``val`` nuclei (2D) and the
-stardist 3D sample, with models trained on dsb2018 ``train`` (cached in ``--models``, so a
-rerun skips training). One table per section, each with a "target" column:
+stardist 3D sample, with models trained on dsb2018 ``train`` through the CLI and cached in
+``--models`` (a rerun skips training). One table per section, each with a "target" column:
 
-1. seams     2048 x 2048 mosaic, 512 px blocks vs whole-image prediction (U-Net, StarDist,
-             a micro Cellpose-SAM fine-tuned on dsb2018, N2V on noisy copies): AP@0.5
-             between the two >= 0.98, no more objects cut by block lines than whole, N2V
-             within 1e-3 of its output range; AP@0.5 of each against the ground truth.
-2. memory    ``napari-dlbio predict`` (a child process) on uint8 OME-Zarr mosaics of
-             8192^2 and 16384^2 px (the same --block-size), and on 3D volumes 4x apart:
-             peak RSS of the larger <= 1.2x the smaller, both < 2 GB; output checked.
+1. seams     2048 x 2048 mosaic, 512 px blocks vs whole-image prediction (U-Net, StarDist ours
+             and the official DSB model converted, a micro Cellpose-SAM fine-tuned on
+             dsb2018, N2V on a noisy copy): AP@0.5 between the two >= 0.98 and no more
+             objects cut by block lines than whole; N2V within 1e-3 of its output range.
+             AP@0.5 of each against the ground truth (PSNR for N2V).
+2. memory    ``napari-dlbio predict --out-format ome-zarr`` (a child process) on uint8
+             OME-Zarr mosaics of 8192^2 and 16384^2 px (--block-size 1024 for both) and
+             on uint16 volumes of 16 x 384^2 and 16 x 768^2 (a 3D U-Net, 128 px blocks):
+             peak RSS of the larger <= 1.2x the smaller, both < 2 GB; the output checked
+             (objects per Mpx, a crop around a block corner predicted whole), phases profiled.
 3. cluster   one 4096^2 OME-Zarr blockwise in-process, on local:1 and local:2: Mpx/s,
              outputs identical up to renumbering.
-4. resume    the CLI SIGKILLed when half the blocks are done, rerun with --resume: blocks
-             computed by the rerun (counted), output identical to an uninterrupted run.
-5. overhead  images that fit in memory: blockwise (budget's block size, 1024 px) vs
-             item-wise time <= 1.15x.
+4. resume    the CLI SIGKILLed when half of the 8192^2 mosaic's blocks are done, rerun with
+             --resume: blocks predicted by the rerun (counted from the markers' times),
+             output identical to an uninterrupted run.
+5. overhead  2048^2 and 4096^2 (fit in memory): blockwise (the memory budget's block size,
+             and 1024 px) vs item-wise prediction time <= 1.15x.
 
     python benchmarks/bench_scale.py [--only seams,memory] [--quick] [--train-minutes 2]
                                      [--models DIR] [--work DIR] [--threads 1]
 
-Defaults take about 25 minutes on a shared 2-core CPU once the models are trained
-(about 8 more minutes on a first run); ``--quick`` uses smaller sizes.
+The U-Net has 8 base channels (the CLI's default is 16): on one CPU thread the 16384^2
+mosaic alone would otherwise take about 25 minutes. With trained models the defaults take
+about 27 minutes on the shared 2-core CPU; a first run trains for about 17 more (Cellpose
+4x --train-minutes). ``--quick`` uses smaller sizes (about 5 minutes).
 """
 
 from __future__ import annotations
@@ -99,7 +105,7 @@ def parse(argv=None) -> argparse.Namespace:
                     help=f"sections, comma-separated: {','.join(SECTIONS)}")
     ap.add_argument("--quick", action="store_true", help="smaller sizes, for trying the script out")
     ap.add_argument("--train-minutes", type=float, default=2.0,
-                    help="training budget of the U-Net, StarDist and Cellpose models (N2V and 3D: at most 1)")
+                    help="training budget of each model (the micro Cellpose network gets 4x)")
     ap.add_argument("--models", type=Path, default=CACHE / "models",
                     help="folder of the trained models (trained there when missing)")
     ap.add_argument("--work", type=Path, default=CACHE / "work",

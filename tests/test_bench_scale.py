@@ -44,8 +44,8 @@ def test_peak_memory_is_the_cli_process_own_not_its_parent(tmp_path, monkeypatch
     """A process spawned from a large one reports the large one's high-water mark in
     ``ru_maxrss``; the launcher in between keeps the figure the child's own."""
     held = np.ones(600 * 2**20, np.uint8)  # 600 MiB resident in this (the parent) process
-    monkeypatch.setattr(ss, "cli_command", lambda *a: [sys.executable, "-c", "import sys; print(sys.argv[1:])",
-                                                      *a])
+    echo = [sys.executable, "-c", "import sys; print(sys.argv[1:])"]
+    monkeypatch.setattr(ss, "cli_command", lambda *a: [*echo, *a])
     run = ss.run_measured(["--version"], 1, tmp_path / "x.log")
     assert held.sum() == held.size
     assert run.returncode == 0 and "--version" in run.output
