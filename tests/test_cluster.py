@@ -128,6 +128,17 @@ def test_a_killed_worker_s_task_is_retried(tmp_path):
     assert len(killed) == 1 and killed[0] in pids and len(pids) == 2  # run again by another process
 
 
+def test_local_workers_keep_glibc_s_adaptive_malloc(local2):
+    """dask's MALLOC_TRIM_THRESHOLD_ default made every block's prediction 2x slower on a worker."""
+    def environ():
+        import os
+
+        return os.environ.get("MALLOC_TRIM_THRESHOLD_"), os.environ.get("OMP_NUM_THREADS")
+
+    seen = local2.client.run(environ)
+    assert len(seen) == 2 and all(trim is None and threads for trim, threads in seen.values()), seen
+
+
 def test_a_worker_loads_a_model_once(monkeypatch):
     from napari_dlbio import tasks
 
