@@ -69,6 +69,8 @@ class Sizes:
     overhead_block: int = 1024
 
 
+# Quick: the smaller volume has border blocks only (smaller than interior ones), so its 3D
+# memory ratio reads high; the full sizes have interior blocks in both.
 QUICK = Sizes(seams=1024, memory=(2048, 4096), memory_3d=((16, 256, 256), (16, 512, 512)), block=512,
               block_3d=128, cluster=2048, overhead=(1024, 2048), overhead_block=512)
 
