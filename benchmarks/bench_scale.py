@@ -26,9 +26,9 @@ stardist 3D sample, with models trained on dsb2018 ``train`` through the CLI and
                                      [--models DIR] [--work DIR] [--threads 1]
 
 The U-Net has 8 base channels (the CLI's default is 16): on one CPU thread the 16384^2
-mosaic alone would otherwise take about 25 minutes. With trained models the defaults take
-about 27 minutes on the shared 2-core CPU; a first run trains for about 17 more (Cellpose
-4x --train-minutes). ``--quick`` uses smaller sizes (about 5 minutes).
+mosaic alone would otherwise take about 25 minutes. With trained models the defaults took
+20 minutes on the shared 2-core CPU (load 1-2; 2026-12-03); a first run trains for about 17
+more (Cellpose 4x --train-minutes). ``--quick`` uses smaller sizes (about 5 minutes).
 """
 
 from __future__ import annotations
@@ -69,6 +69,8 @@ class Sizes:
     overhead_block: int = 1024
 
 
+# Quick: the smaller volume has border blocks only (smaller than interior ones), so its 3D
+# memory ratio reads high; the full sizes have interior blocks in both.
 QUICK = Sizes(seams=1024, memory=(2048, 4096), memory_3d=((16, 256, 256), (16, 512, 512)), block=512,
               block_3d=128, cluster=2048, overhead=(1024, 2048), overhead_block=512)
 

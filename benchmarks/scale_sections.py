@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import scale_setup as ss
+from scale_checks import check_output, same_store
 from scale_setup import met, table
 
 GB = 1e9
@@ -75,12 +76,6 @@ def _n2v_row(b, img: np.ndarray, block: int) -> list:
 
 
 # --- 2. flat memory ----------------------------------------------------------------------------------
-def _labels(final: Path):
-    import zarr
-
-    return zarr.open_array(str(final / "labels" / "labels" / "0"), mode="r")
-
-
 def predict_cli(b, image: Path, out_dir: Path, model: str, block: int, *extra: str, kill_when=None,
                 fresh: bool = True, total: int = 0) -> tuple[ss.ChildRun, Path]:
     """``napari-dlbio predict`` in a child process; the run (with its phases when ``total``, the
@@ -100,53 +95,6 @@ def predict_cli(b, image: Path, out_dir: Path, model: str, block: int, *extra: s
     return run, final
 
 
-def whole_image_bounds(model, settings, array) -> dict:
-    """The percentile bounds of the whole (lazy) image, gathered band by band as the engine does, so
-    that a crop predicted whole is normalised as the whole image would be."""
-    from napari_dlbio.normalize import IntensitySample, bounds_key
-
-    norms = [n for n in model.normalizations(settings) if n.mode == "percentile"]
-    sample = IntensitySample(array.dtype, 1, array.shape)
-    step = array.chunks[-2]
-    for y in range(0, array.shape[-2], step):
-        band = (slice(None),) * (array.ndim - 2) + (slice(y, y + step), slice(None))
-        sample.add(np.asarray(array[band])[None], (0,) * (array.ndim - 2) + (y, 0))
-    return {bounds_key(n): sample.bounds(n) for n in norms}
-
-
-def check_output(b, final: Path, image: Path, model_name: str, block: int) -> dict:
-    """Objects, cuts on every block line, and a crop around a block corner predicted whole (with
-    64 px of context, more than the networks' receptive radius, and the whole image's
-    normalisation) against the same pixels of the output."""
-    from napari_dlbio import ngff, tasks
-    from napari_dlbio.metrics import match
-    from napari_dlbio.normalize import item_bounds
-
-    labels = _labels(final)
-    nd = labels.ndim
-    blk = (labels.shape[0],) * (nd == 3) + (block, block)
-    out = {"objects": ss.max_id(labels), "cuts": ss.cuts_on_lines(labels, ss.block_lines(labels.shape, blk))}
-    # At least ~500 px a side, so that a few objects that differ do not decide the AP.
-    centre = [s // 2 // block * block for s in labels.shape[-2:]]
-    half, margin = max(block, 256) - block // 16, 64
-    lo = [max(0, c - half) for c in centre]
-    hi = [min(s, c + half) for c, s in zip(centre, labels.shape[-2:])]
-    zs = (slice(None),) * (nd == 3)
-    inner = zs + tuple(slice(a, z) for a, z in zip(lo, hi))
-    outer = zs + tuple(slice(max(0, a - margin), z + margin) for a, z in zip(lo, hi))
-    src = ngff.open_image(image)
-    model, settings = b.models.load(model_name), _predict_settings(model_name)
-    with item_bounds(whole_image_bounds(model, settings, src.array)):
-        whole = tasks.predict(model, np.asarray(src.array[outer]), src.axes, settings).outputs["labels"]
-    trim = zs + tuple(slice(i.start - o.start, i.stop - o.start) for i, o in zip(inner[-2:], outer[-2:]))
-    whole, blocks = whole[trim], np.asarray(labels[inner])
-    lines = ss.block_lines(labels.shape, blk, (0,) * (nd == 3) + tuple(lo),
-                           labels.shape[:1] * (nd == 3) + tuple(hi))
-    out.update(crop_ap=match(whole, blocks).ap, crop_cuts=(ss.cuts_on_lines(whole, lines),
-                                                          ss.cuts_on_lines(blocks, lines)))
-    return out
-
-
 def _n_blocks(shape, block: int) -> int:
     return int(np.prod([-(-s // block) for s in shape[-2:]]))
 
@@ -164,7 +112,7 @@ def memory(b) -> None:
             run, final = predict_cli(b, image, out_dir, model, block, total=n)
             if run.returncode != 0:
                 raise SystemExit(f"predict failed on {image}:\n{run.output[-3000:]}")
-            chk = check_output(b, final, image, model, block)
+            chk = check_output(final, image, b.models.load(model), _predict_settings(model), block)
             b.done[f"memory-{kind}-{shape[-1]}"] = (run, final, block)
             mpx = np.prod(shape) / 1e6
             cut_whole, cut_blocks = chk["crop_cuts"]
@@ -301,7 +249,7 @@ def resume(b) -> None:
         raise SystemExit(f"the resumed run failed:\n{second.output[-3000:]}")
     rewritten = [k for k in before if seen[k] != before[k]]
     computed = [k for k, t in seen.items() if k not in before or t >= started]
-    same, levels = _same_store(whole_final, final)
+    same, levels = same_store(whole_final, final)
     ok = first.returncode != 0 and len(computed) == total - len(before) and not rewritten and same
     table(f"Resume: `napari-dlbio predict` on the {size} x {size} mosaic ({total} blocks of {block} px) "
           "SIGKILLed at half, rerun with --resume",
@@ -311,26 +259,6 @@ def resume(b) -> None:
             f"{first.seconds:.0f} (exit {first.returncode})", f"{second.seconds:.0f}",
             f"{whole_run.seconds:.0f}",
             ("identical bytes" if same else "DIFFERENT") + f" ({levels} pyramid levels)", met(ok)]])
-
-
-def _same_store(a: Path, b: Path) -> tuple[bool, int]:
-    """Whether every level of the labels of two OME-Zarr outputs is equal, band by band."""
-    import zarr
-
-    ga = zarr.open_group(str(a / "labels" / "labels"), mode="r")
-    gb = zarr.open_group(str(b / "labels" / "labels"), mode="r")
-    levels = sorted(k for k in ga.array_keys())
-    if levels != sorted(gb.array_keys()):
-        return False, len(levels)
-    for k in levels:
-        x, y = ga[k], gb[k]
-        if x.shape != y.shape or x.dtype != y.dtype:
-            return False, len(levels)
-        step = x.chunks[0]
-        for r in range(0, x.shape[0], step):
-            if not np.array_equal(x[r:r + step], y[r:r + step]):
-                return False, len(levels)
-    return True, len(levels)
 
 
 # --- 5. overhead -----------------------------------------------------------------------------------

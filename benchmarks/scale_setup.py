@@ -293,46 +293,7 @@ def cli_phase(final: Path, total: int):
     return now
 
 
-# --- checks and printing -------------------------------------------------------------------------
-def cuts_on_lines(labels, lines: list[tuple[int, int]]) -> int:
-    """Objects cut along block lines, read one line at a time (``labels`` may be a zarr array larger
-    than memory). ``lines``: ``(axis, k)``, the line between pixels ``k - 1`` and ``k`` of ``axis``;
-    an object cut on two lines counts twice. The count of :func:`stitching.count_cut_objects`."""
-    from napari_dlbio.stitching import count_cut_objects
-
-    total = 0
-    for axis, k in lines:
-        strip = np.asarray(labels[tuple(slice(k - 1, k + 1) if d == axis else slice(None)
-                                        for d in range(labels.ndim))])
-        sizes = tuple(1 if d == axis else s + 1 for d, s in enumerate(strip.shape))
-        total += count_cut_objects(strip, sizes)
-    return total
-
-
-def block_lines(shape: tuple[int, ...], block: tuple[int, ...], first: tuple[int, ...] | None = None,
-                stop: tuple[int, ...] | None = None) -> list[tuple[int, int]]:
-    """The lines between blocks of ``block`` px (from 0) strictly inside ``first``..``stop`` (default:
-    the whole shape), as positions relative to ``first``."""
-    first = first or (0,) * len(shape)
-    stop = stop or tuple(shape)
-    out = []
-    for axis, (a, b, size) in enumerate(zip(first, stop, block)):
-        k = (a // size + 1) * size
-        while k < b:
-            out.append((axis, k - a))
-            k += size
-    return out
-
-
-def max_id(labels) -> int:
-    """The largest id of a (zarr) label image, read chunk by chunk."""
-    import dask.array as da
-
-    if isinstance(labels, np.ndarray):
-        return int(labels.max())
-    return int(da.from_zarr(labels).max().compute())
-
-
+# --- printing --------------------------------------------------------------------------------------
 def table(title: str, header: list[str], rows: list[list]) -> None:
     print(f"\n### {title}\n")
     print("| " + " | ".join(header) + " |")

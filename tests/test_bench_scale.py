@@ -9,6 +9,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
+import scale_checks as sc  # noqa: E402
 import scale_setup as ss  # noqa: E402
 from napari_dlbio.stitching import count_cut_objects  # noqa: E402
 
@@ -18,12 +19,12 @@ def test_cuts_read_line_by_line_equal_the_stitching_count():
     labels[10:20, 20:32] = 1      # ends on the vertical line at x = 32: cut
     labels[40:50, 28:40] = 2      # crosses it: whole
     labels[24:32, 40:60] = 3      # ends on the horizontal line at y = 32: cut
-    lines = ss.block_lines(labels.shape, (32, 32))
+    lines = sc.block_lines(labels.shape, (32, 32))
     assert lines == [(0, 32), (1, 32)]
-    assert ss.cuts_on_lines(labels, lines) == count_cut_objects(labels, 32) == 2
+    assert sc.cuts_on_lines(labels, lines) == count_cut_objects(labels, 32) == 2
     # lines of a crop are given relative to it: the crop [8:64, 8:64] has both lines, at 24
-    assert ss.block_lines(labels.shape, (32, 32), (8, 8), (64, 64)) == [(0, 24), (1, 24)]
-    assert ss.cuts_on_lines(labels[8:, 8:], [(0, 24), (1, 24)]) == 2
+    assert sc.block_lines(labels.shape, (32, 32), (8, 8), (64, 64)) == [(0, 24), (1, 24)]
+    assert sc.cuts_on_lines(labels[8:, 8:], [(0, 24), (1, 24)]) == 2
 
 
 def test_large_inputs_repeat_their_base_chunk_by_chunk(tmp_path):
