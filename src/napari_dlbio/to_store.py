@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import ngff, tasks
-from ._layers import PROVENANCE_KEY, LayerSnapshot, safe_model_name, unique_name
+from ._layers import PROVENANCE_KEY, LayerSnapshot, geometry_for, safe_model_name, unique_name
 from .jobs import JobContext
 
 LARGE_BYTES = 512 * 2**20   # layers above this (or lazy ones) go to OME-Zarr by default
@@ -84,7 +84,7 @@ def predict_to_store(model, snap: LayerSnapshot, folder: str, model_ref, *, sett
     final = store_path(folder, snap.name, model_ref.name)
     ndim = model.item_ndim(model.coerce_predict(settings))
     axes = snap.axes
-    scale, translate = _input_geometry(snap)
+    scale, translate = geometry_for(snap, axes)  # per data axis; C of an RGB layer: 1/0
     chunks = ngff.default_chunks(axes, snap.shape, ndim, block_size)
     out = ngff.output_factory(final, "ome-zarr", axes, scale, translate, chunks, ndim=ndim, source=source)
     start = time.monotonic()
@@ -102,12 +102,6 @@ def _without_data(snap: LayerSnapshot) -> LayerSnapshot:
     from dataclasses import replace
 
     return replace(snap, data=None)
-
-
-def _input_geometry(snap: LayerSnapshot) -> tuple[list[float], list[float]]:
-    """Scale and translate per axis of the data (C of an RGB layer has none in napari: 1/0)."""
-    geo = snap.geometry()
-    return ([geo.get(a, (1.0, 0.0))[0] for a in snap.axes], [geo.get(a, (1.0, 0.0))[1] for a in snap.axes])
 
 
 def working_arrays(final: str | Path) -> list[tuple[str, str, Any, str]]:
