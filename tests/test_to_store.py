@@ -72,6 +72,26 @@ def test_cancelled_store_is_left_as_a_working_copy(model, tmp_path):
     assert (name, kind, axes) == ("labels", "labels", "YX") and np.asarray(arr[:]).max() > 0
 
 
+def test_working_arrays_survive_raw_labels_going_away_while_read(model, tmp_path, monkeypatch):
+    """The job removes an item's raw labels once stitched, possibly between listing and opening."""
+    snap, _ = _snap(tmp_path)
+    ctx = JobContext(lambda p: ctx.cancel() if p.message.startswith("block 2/") else None)
+    m = tasks.load_model(str(model))
+    with pytest.raises(Cancelled):
+        to_store.predict_to_store(m, snap, str(tmp_path / "out"), _ref(m), block_size=128, ctx=ctx)
+    final = to_store.store_path(tmp_path / "out", "cells", "tiny")
+    opened = zarr.open_array
+
+    def vanished(path, *a, **k):
+        if "/raw/" in str(path):
+            raise FileNotFoundError(path)
+        return opened(path, *a, **k)
+
+    monkeypatch.setattr(zarr, "open_array", vanished)
+    (name, kind, arr, axes), = to_store.working_arrays(final)
+    assert (name, kind) == ("labels", "labels") and arr.shape == snap.data.shape
+
+
 def test_on_a_local_cluster_the_workers_read_the_layer_s_file(model, tmp_path):
     pytest.importorskip("distributed")
     from napari_dlbio import cluster

@@ -120,9 +120,12 @@ def working_arrays(final: str | Path) -> list[tuple[str, str, Any, str]]:
     for name, kind, array, axes in _outputs_so_far(root):
         raw = sorted((root / ".dlbio" / "raw").glob("*")) if kind == "labels" else []
         if raw and len(raw) == 1:
-            arr = zarr.open_array(str(raw[0]), mode="r")
-            if arr.shape == array.shape:
-                array = arr
+            # The job removes raw labels once the item is stitched, possibly between the
+            # glob and the open: then the (already stitched) output itself is shown.
+            with contextlib.suppress(FileNotFoundError, OSError):
+                arr = zarr.open_array(str(raw[0]), mode="r")
+                if arr.shape == array.shape:
+                    array = arr
         out.append((name, kind, array, axes))
     return out
 
