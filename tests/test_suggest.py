@@ -13,8 +13,8 @@ def model(tmp_path_factory):
     from napari_dlbio import backends, data
 
     img, lab = samples.nuclei_2d((256, 256), seed=1)
-    settings = backends.get("unet").Settings(epochs=6, steps_per_epoch=10, batch_size=4, patch_size=64, depth=2,
-                                             base_width=8, val_patches=2)
+    settings = backends.get("unet").Settings(epochs=6, steps_per_epoch=10, batch_size=4, patch_size=64,
+                                             depth=2, base_width=8, val_patches=2)
     path = tmp_path_factory.mktemp("model") / "tiny"
     tasks.train("unet", data.from_arrays(img, lab), settings, save_to=path)
     return tasks.load_model(path)
@@ -116,3 +116,32 @@ def test_bad_input(model):
         suggest.suggest(model, [Source("cells", stack, "ZYX", labels=np.zeros((3, 96, 96), np.int32))])
     with pytest.raises(ValueError, match="channel"):
         suggest.suggest(model, [Source("rgb", np.zeros((2, 32, 32), np.float32), "CYX")])
+
+
+def test_cli_suggest(model, tmp_path, capsys):
+    import csv
+
+    import tifffile
+
+    from napari_dlbio import cli
+
+    img_dir, lab_dir = tmp_path / "images", tmp_path / "labels"
+    img_dir.mkdir()
+    lab_dir.mkdir()
+    for k, name in enumerate(("a", "b", "c")):
+        img, lab = samples.nuclei_2d((96, 96), seed=40 + k)
+        tifffile.imwrite(img_dir / f"{name}.tif", _noisy(img) if name == "b" else img)
+        tifffile.imwrite(lab_dir / f"{name}.tif", lab if name == "a" else np.zeros_like(lab))
+    out = tmp_path / "rank.csv"
+    rc = cli.main(["suggest", "--model", str(model.info.path), "--images", str(img_dir),
+                   "--labels", str(lab_dir), "-n", "1", "--csv", str(out), "-q"])
+    assert rc == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["rank", "image", "item", "tile", "uncertainty", "objects"]
+    assert lines[1].split()[:2] == ["1", "b.tif"] and "1 of 2" in lines[2]
+    rows = list(csv.DictReader(out.open()))
+    assert [r["image"] for r in rows] == ["b.tif", "c.tif"]           # a.tif is annotated
+    assert float(rows[0]["uncertainty"]) > float(rows[1]["uncertainty"])
+    assert not list(tmp_path.glob(".rank.csv*"))
+    assert cli.main(["suggest", "--model", str(model.info.path), "--images", str(img_dir), "-n", "0"]) == 2
+    assert "-n must be at least 1" in capsys.readouterr().err

@@ -219,7 +219,8 @@ def units(model, sources: Sequence[Source], settings=None, tile: int = TILE, til
 
 # --- the ranking ------------------------------------------------------------------------------------
 def suggest(model, sources: Sequence[Source], n: int | None = None, settings=None,
-            ctx: JobContext | None = None, tile: int = TILE, tile_above: int = TILE_ABOVE) -> list[Suggestion]:
+            ctx: JobContext | None = None, tile: int = TILE, tile_above: int = TILE_ABOVE
+            ) -> list[Suggestion]:
     """The unannotated items/tiles of ``sources``, most uncertain first (the top ``n``; None: all).
 
     Raises :class:`~napari_dlbio.jobs.Cancelled` when ``ctx`` is cancelled.
@@ -258,5 +259,5 @@ def iter_rows(found: Sequence[Suggestion]) -> Iterator[dict[str, Any]]:
     """One plain row per suggestion (for a CSV or a table)."""
     for rank, s in enumerate(found, 1):
         box = "" if s.box is None else "{}:{},{}:{}".format(s.box[0], s.box[2], s.box[1], s.box[3])
-        yield {"rank": rank, "image": s.image, "item": s.where, "tile": box, "uncertainty": round(s.score, 4),
-               "objects": s.n_objects}
+        yield {"rank": rank, "image": s.image, "item": s.where, "tile": box,
+               "uncertainty": round(s.score, 4), "objects": s.n_objects}

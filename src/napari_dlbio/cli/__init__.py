@@ -108,5 +108,9 @@ def _run(argv: list[str]) -> int:
         return cmd_models(args)
     if args.command == "demo":
         return cmd_demo(args)
+    if args.command == "suggest":
+        from .suggest import cmd_suggest
+
+        return cmd_suggest(args)
     parser.error(f"unknown command {args.command!r}")
     return EXIT_USAGE  # not reached: parser.error exits

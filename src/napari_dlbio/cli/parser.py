@@ -37,6 +37,9 @@ def build_parser(train_backend=None, predict_backend=None) -> argparse.ArgumentP
     _add_predict(sub, common, specs, predict_backend)
     _add_models(sub, common)
     _add_demo(sub, common)
+    from .suggest import add_parser as _add_suggest
+
+    _add_suggest(sub, common)
     return parser
 
 
