@@ -145,3 +145,10 @@ def test_cli_suggest(model, tmp_path, capsys):
     assert not list(tmp_path.glob(".rank.csv*"))
     assert cli.main(["suggest", "--model", str(model.info.path), "--images", str(img_dir), "-n", "0"]) == 2
     assert "-n must be at least 1" in capsys.readouterr().err
+
+
+def test_focus():
+    s = Suggestion("big", (3,), "T", "t=3", (512, 0, 1024, 512), 0.4, 7)
+    assert suggest.focus(s, "TCYX", (5, 2, 2000, 1500)) == ([3.0, 0.0, 767.5, 255.5], [0.0, 0.0, 512.0, 512.0])
+    whole = Suggestion("cells", (2,), "Z", "z=2", None, 0.4, 7)
+    assert suggest.focus(whole, "ZYX", (4, 96, 64)) == ([2.0, 47.5, 31.5], [0.0, 96.0, 64.0])

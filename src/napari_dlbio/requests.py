@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from . import backends, data, store, tasks, to_store
+from . import backends, data, store, suggest, tasks, to_store
 from ._layers import LayerSnapshot, prediction_layers, provenance
 from .jobs import Cancelled, JobContext
 from .modelcache import MODELS, ModelCache  # noqa: F401 - the cache lives apart so block tasks need not import this
@@ -294,3 +294,30 @@ class _ClusterRunner:
 
     def __exit__(self, *exc) -> None:
         self.cluster.__exit__(*exc)
+
+
+@dataclass
+class SuggestRequest:
+    """Rank the unannotated items of ``images`` by the uncertainty of ``source``'s model (:mod:`.suggest`).
+
+    ``run`` returns the top ``n`` :class:`~napari_dlbio.suggest.Suggestion` (plain data).
+    """
+
+    source: ModelSource | None
+    images: list[suggest.Source]
+    n: int = 5
+    settings: Any = None               # the backend's Predict settings (None: its defaults)
+
+    def __post_init__(self) -> None:
+        if self.source is None:
+            raise ValueError("train a model first, or pick a saved model to rank the slices with")
+        if not self.images:
+            raise ValueError("choose an image layer to look through")
+
+    def run(self, ctx: JobContext) -> list[suggest.Suggestion]:
+        model = MODELS.get(self.source.key)
+        if model is None:
+            ctx.report(0, 1, "loading the model", kind="info")
+            model = self.source.load()
+            MODELS.put(self.source.key, model)
+        return suggest.suggest(model, self.images, self.n, self.settings, ctx)

@@ -261,3 +261,30 @@ def iter_rows(found: Sequence[Suggestion]) -> Iterator[dict[str, Any]]:
         box = "" if s.box is None else "{}:{},{}:{}".format(s.box[0], s.box[2], s.box[1], s.box[3])
         yield {"rank": rank, "image": s.image, "item": s.where, "tile": box,
                "uncertainty": round(s.score, 4), "objects": s.n_objects}
+
+
+def focus(s: Suggestion, axes: str, shape: Sequence[int]) -> tuple[list[float], list[float]]:
+    """Where ``s`` lies in an array with ``axes``/``shape``: its centre and extent per axis (data pixels).
+
+    Loop axes (T, Z of a 2D model) give the item's index and extent 0, spatial axes
+    the tile's (or the whole item's) centre and size, C 0 and 0. A dock turns these
+    into the viewer's world coordinates (the layer's scale and translate) to go there.
+    """
+    box = {"Y": (s.box[0], s.box[2]), "X": (s.box[1], s.box[3])} if s.box is not None else {}
+    loop = dict(zip(s.loop_axes, s.index))
+    centre, extent = [], []
+    for a, n in zip(axes, shape):
+        if a in loop:
+            centre.append(float(loop[a]))
+            extent.append(0.0)
+        elif a in box:
+            lo, hi = box[a]
+            centre.append((lo + hi - 1) / 2)   # pixel i is centred on i
+            extent.append(float(hi - lo))
+        elif a == "C":
+            centre.append(0.0)
+            extent.append(0.0)
+        else:
+            centre.append((n - 1) / 2)
+            extent.append(float(n))
+    return centre, extent

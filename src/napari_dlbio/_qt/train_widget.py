@@ -22,11 +22,13 @@ from .. import backends
 from .._layers import snapshot
 from ..formatting import describe_error, duration
 from ..jobs import Cancelled, Progress
-from ..requests import ImageDone, ImageFailed, PredictRequest, TrainRequest
+from ..requests import ImageDone, ImageFailed, ModelSource, PredictRequest, SuggestRequest, TrainRequest
+from ..suggest import Source
 from .forms import SettingsBox
 from .job_controls import JobControls
 from .results import add_prediction
 from .runner import JobRunner, notify_error, notify_info
+from .suggest_box import SuggestBox
 from .train_boxes import ModelBox, TrainingDataBox, TrainResults
 from .widgets import scroll_body
 
@@ -52,6 +54,7 @@ class TrainWidget(QWidget):
     def _build(self) -> None:
         outer = scroll_body(self)
         self.data = TrainingDataBox(self.viewer)
+        self.suggest_box = SuggestBox(self.viewer)
         self.settings_box = SettingsBox()
         self.model_box = ModelBox()
         self.controls = JobControls(
@@ -60,7 +63,8 @@ class TrainWidget(QWidget):
             "Pick an image and its labels, then press Train.",
         )
         self.results = TrainResults()
-        for part in (self.data, self.settings_box, self.model_box, self.controls, self.results):
+        parts = (self.data, self.suggest_box, self.settings_box, self.model_box, self.controls, self.results)
+        for part in parts:
             outer.addWidget(part)
         outer.addStretch(1)
         # The parts' widgets under the dock's own names (used by tests, benchmarks and scripts).
@@ -78,6 +82,7 @@ class TrainWidget(QWidget):
         self.train_btn.clicked.connect(self.train)
         self.cancel_btn.clicked.connect(self.cancel)
         self.predict_btn.clicked.connect(self.predict_with_model)
+        self.suggest_box.run_requested.connect(self.suggest)
 
     @property
     def form(self):
@@ -184,6 +189,7 @@ class TrainWidget(QWidget):
     def _set_running(self, running: bool) -> None:
         self.train_btn.setEnabled(not running)
         self.cancel_btn.setEnabled(running)
+        self.suggest_box.run_btn.setEnabled(not running)
         self.backend.setEnabled(not running)
         if running:
             self.progress.setValue(0)
@@ -244,3 +250,47 @@ class TrainWidget(QWidget):
             self.status.setText("prediction cancelled")
             return
         notify_error(exc, "Predict")
+
+    # -- what to annotate next --------------------------------------------------------------------
+    def suggest(self) -> None:
+        """Rank the unannotated slices/tiles of the training image by the chosen model's uncertainty."""
+        if self.runner.running:
+            return
+        try:
+            request = self.suggest_request()
+        except Exception as exc:  # noqa: BLE001 - every input problem becomes a notification
+            notify_error(exc, "Suggest")
+            return
+        snap = request.images[0]
+        self._set_running(True)
+        self._predicting = True       # not training: a cancel has no model to save
+        self.status.setText("ranking the unannotated slices…")
+        self._t0 = time.monotonic()
+        self.runner.start(request, activity=f"Suggesting in {snap.name}",
+                          on_done=lambda found: self._suggested(found, snap.name, snap.axes),
+                          on_error=self._suggest_failed, on_finished=lambda: self._set_running(False))
+
+    def suggest_request(self) -> SuggestRequest:
+        """The training image and labels (as training reads them) and the chosen model, as a request."""
+        layers = self.data.read()
+        info = self.suggest_box.model_info()
+        source = ModelSource.saved(info) if info is not None else (
+            self.outcome.source if self.outcome is not None else None)
+        snap = layers["image"]
+        image = Source(snap.name, snap.data, snap.axes, layers["labels"], snap.rgb, region=layers["region"])
+        return SuggestRequest(source, [image], self.suggest_box.n.value())
+
+    def _suggested(self, found, layer: str, axes: str) -> None:
+        self.progress.setValue(1000)
+        self.suggest_box.show_suggestions(found, layer, axes)
+        self.status.setText(f"ranked in {duration(time.monotonic() - self._t0)}: annotate the top slices, "
+                            "then Train again")
+        self._reveal(self.suggest_box)
+
+    def _suggest_failed(self, exc: BaseException) -> None:
+        self.progress.setValue(0)
+        if isinstance(exc, Cancelled):
+            self.status.setText("suggestions cancelled")
+            return
+        self.status.setText(f"suggestions failed: {describe_error(exc)}")
+        notify_error(exc, "Suggest")
