@@ -191,8 +191,8 @@ def main(argv=None) -> int:
     if not args.quick and not (args.data / "train" / "images").is_dir():
         print(f"no DSB2018 data at {args.data}; see ../shared/data/README.md")
         return 1
-    os.environ.setdefault("NAPARI_DLBIO_HOME", tempfile.mkdtemp(prefix="bench-active-home-"))
     train, val = load(args)
+    # The models of the rounds live in a temporary folder, never in the user's store.
     work = Path(tempfile.mkdtemp(prefix="bench-active-"))
     start, load_before = time.monotonic(), os.getloadavg()[0]
     try:

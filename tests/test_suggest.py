@@ -152,3 +152,15 @@ def test_focus():
     assert suggest.focus(s, "TCYX", (5, 2, 2000, 1500)) == ([3.0, 0.0, 767.5, 255.5], [0.0, 0.0, 512.0, 512.0])
     whole = Suggestion("cells", (2,), "Z", "z=2", None, 0.4, 7)
     assert suggest.focus(whole, "ZYX", (4, 96, 64)) == ([2.0, 47.5, 31.5], [0.0, 96.0, 64.0])
+
+
+def test_cli_suggest_a_stack(model, tmp_path, capsys):
+    import tifffile
+
+    from napari_dlbio import cli
+
+    tifffile.imwrite(tmp_path / "stack.tif", _stack(n=3, noisy=(1,)))   # (3, 96, 96): Z for a 1-channel model
+    assert cli.main(["suggest", "--model", str(model.info.path), "--images", str(tmp_path / "stack.tif"),
+                     "-n", "1", "-q"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split()[:3] == ["1", "stack.tif", "z=1"] and "1 of 3" in lines[2]

@@ -1,4 +1,4 @@
-"""The ``napari-dlbio`` command: train, predict, list models, run a demo.
+"""The ``napari-dlbio`` command: train, predict, list models, run a demo, suggest what to annotate.
 
 The CLI is a thin shell around :mod:`napari_dlbio.tasks`, the same job runner the
 GUI uses. Each backend's options are generated from its pydantic settings (see
@@ -7,7 +7,7 @@ GUI uses. Each backend's options are generated from its pydantic settings (see
 print one line and exit with status 2 (``--debug`` shows the traceback).
 
 One module per command (:mod:`.train`, :mod:`.predict`, :mod:`.models`,
-:mod:`.demo`); :mod:`.parser` builds the parser. This module only dispatches.
+:mod:`.demo`, :mod:`.suggest`); :mod:`.parser` builds the parser. This module only dispatches.
 """
 
 from __future__ import annotations

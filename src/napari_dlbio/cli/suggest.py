@@ -14,6 +14,7 @@ from pathlib import Path
 from .. import backends
 from ..execution import Call, InProcessExecutor, JobCallbacks
 from .common import EXIT_CANCELLED, CLIError, _log, channels_option
+from .images import _guess_for_model
 from .progress import ProgressBar, _CancelOnInterrupt
 
 COLUMNS = ("rank", "image", "item", "tile", "uncertainty", "objects")
@@ -55,11 +56,15 @@ def cmd_suggest(args) -> int:
     csv_path = Path(args.csv).expanduser() if args.csv else None
     if csv_path is not None and not csv_path.parent.is_dir():
         raise CLIError(f"--csv: no such folder {csv_path.parent}")
+    channels = channels_option(args.channels)
+    sources = suggest.folder_sources(args.images, args.labels, args.axes, channels)
     try:
-        sources = suggest.folder_sources(args.images, args.labels, args.axes, channels_option(args.channels))
         model = tasks.load_model(args.model, args.backend)
     except (ImportError, RuntimeError) as exc:
         raise CLIError(f"cannot load model {args.model!r}: {exc}") from None
+    for src in sources:
+        # As predict does: a small leading axis the model cannot take as channels is Z (or T).
+        src.axes = src.axes or _guess_for_model(tuple(src.data.shape), False, model, channels)
     log = _log(args)
     log(f"ranking the unannotated items of {len(sources)} image(s) with {tasks.model_name(model)}")
     found = _rank(args, model, sources)
