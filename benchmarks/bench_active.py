@@ -127,7 +127,8 @@ def run_seed(args, seed: int, train: list, val: list, work: Path) -> list[dict]:
             chosen += pick(strategy, prev, train, pool, n - len(chosen), srng)
             prev = train_round(args, [train[i] for i in chosen], seed, prev, work / f"s{seed}-{strategy}-{n}")
             ap = score(prev, val)
-            rows.append({"seed": seed, "strategy": strategy, "n": n, "ap": ap, "seconds": time.monotonic() - t0})
+            took = time.monotonic() - t0
+            rows.append({"seed": seed, "strategy": strategy, "n": n, "ap": ap, "seconds": took})
             print(f"seed {seed}: {strategy:<8} {n} images, AP@0.5 {ap:.3f} ({rows[-1]['seconds']:.0f} s)",
                   flush=True)
     return rows
@@ -160,7 +161,8 @@ def goal(rows: list[dict]) -> str:
         return f"suggestions never reach random's final AP ({target:.3f} with {last} images)"
     n = reach[0]
     verdict = "goal met" if n <= 0.7 * last else "goal (<= 70 %) not met"
-    return f"suggestions reach random's final AP ({target:.3f} with {last} images) with {n} ({n / last:.0%}): {verdict}"
+    return (f"suggestions reach random's final AP ({target:.3f} with {last} images) with {n} "
+            f"({n / last:.0%}): {verdict}")
 
 
 def plot(rows: list[dict], path: Path) -> None:

@@ -29,4 +29,5 @@ def test_goal_and_table():
             for s in (0, 1) for st, curve in (("suggest", (0.5, 0.6, 0.7)), ("random", (0.5, 0.55, 0.6)))
             for n, ap in zip((10, 20, 30), curve)]
     assert "with 20 (67%): goal met" in bench_active.goal(rows)
-    assert bench_active.table(rows).splitlines()[2].split() == ["20", "0.600", "±", "0.000", "0.550", "±", "0.000"]
+    row = bench_active.table(rows).splitlines()[2].split()
+    assert row == ["20", "0.600", "±", "0.000", "0.550", "±", "0.000"]

@@ -149,7 +149,8 @@ def test_cli_suggest(model, tmp_path, capsys):
 
 def test_focus():
     s = Suggestion("big", (3,), "T", "t=3", (512, 0, 1024, 512), 0.4, 7)
-    assert suggest.focus(s, "TCYX", (5, 2, 2000, 1500)) == ([3.0, 0.0, 767.5, 255.5], [0.0, 0.0, 512.0, 512.0])
+    centre, extent = suggest.focus(s, "TCYX", (5, 2, 2000, 1500))
+    assert centre == [3.0, 0.0, 767.5, 255.5] and extent == [0.0, 0.0, 512.0, 512.0]
     whole = Suggestion("cells", (2,), "Z", "z=2", None, 0.4, 7)
     assert suggest.focus(whole, "ZYX", (4, 96, 64)) == ([2.0, 47.5, 31.5], [0.0, 96.0, 64.0])
 
@@ -164,3 +165,38 @@ def test_cli_suggest_a_stack(model, tmp_path, capsys):
                      "-n", "1", "-q"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].split()[:3] == ["1", "stack.tif", "z=1"] and "1 of 3" in lines[2]
+
+
+class _ImageModel:
+    """A restoration model as the ranking sees it (only ModelBase's public face): output = image."""
+
+    output, n_channels = "image", 1
+
+    def __init__(self, skew: float) -> None:
+        self.skew = skew
+
+    def coerce_predict(self, settings):
+        return settings
+
+    def item_ndim(self, settings):
+        return 2
+
+    def accepts_channels(self, n):
+        return n == 1
+
+    def predict(self, item, settings, ctx=None):
+        # Not flip-equivariant where the image is bright: the output depends on the orientation there.
+        ramp = np.linspace(0, 1, item.shape[-1], dtype=np.float32)
+        return {"image": 2 * item + self.skew * item * ramp}
+
+
+def test_image_models_rank_by_normalised_variance():
+    rng = np.random.default_rng(0)
+    stack = rng.random((3, 32, 40), dtype=np.float32)
+    assert suggest.item_uncertainty(_ImageModel(0.0), stack[:1]) == (0.0, 0)
+    found = suggest.suggest(_ImageModel(1.0), [Source("noisy", stack, "ZYX")])
+    assert sorted(s.index for s in found) == [(0,), (1,), (2,)] and all(s.n_objects == 0 for s in found)
+    assert all(s.score > 0.01 for s in found)
+    # Normalised: the same image 10x brighter is just as uncertain.
+    a = suggest.item_uncertainty(_ImageModel(1.0), stack[:1])[0]
+    assert suggest.item_uncertainty(_ImageModel(1.0), 10 * stack[:1])[0] == pytest.approx(a, rel=1e-5)
