@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from .. import __version__, backends, store
 from .common import PROG, CLIError
+from .evaluate import add_parser as add_evaluate_parser
 from .options import add_settings_options
 
 
@@ -37,6 +38,7 @@ def build_parser(train_backend=None, predict_backend=None) -> argparse.ArgumentP
     _add_predict(sub, common, specs, predict_backend)
     _add_models(sub, common)
     _add_demo(sub, common)
+    add_evaluate_parser(sub, common)
     return parser
 
 
