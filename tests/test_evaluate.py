@@ -105,6 +105,7 @@ def _blobs():
     pred[20:28, 20:35] = 3                                  # ... one object: merge
     true[30:38, 40:56] = 5                                  # one nucleus ...
     pred[30:38, 40:48] = 4; pred[30:38, 48:56] = 5          # ... two objects: split
+    true[30:38, 2:18] = 6;  pred[32:36, 4:8] = 6            # far too small: both missed and false, overlapping
     return true, pred
 
 
@@ -114,9 +115,10 @@ def test_error_objects_one_kind_per_object():
     f = out.features
     assert set(errors.COLUMNS) <= set(f) and f["label"] == list(range(1, len(f["label"]) + 1))
     got = sorted(zip(f["error"], f["source"], f["object"], f["area"]))
-    assert got == [("false negative", "truth", 2, 64), ("false positive", "prediction", 2, 64),
+    assert got == [("false negative", "truth", 2, 64), ("false negative", "truth", 6, 128 - 16),
+                   ("false positive", "prediction", 2, 64), ("false positive", "prediction", 6, 16),
                    ("merge", "prediction", 3, 120), ("split", "truth", 5, 128)]
-    assert out.counts() == {"false positive": 1, "false negative": 1, "merge": 1, "split": 1}
+    assert out.counts() == {"false positive": 2, "false negative": 2, "merge": 1, "split": 1}
     assert out.labels.dtype == np.int32 and out.labels[3, 3] == 0          # the correct object is not shown
     for lab, area in zip(f["label"], f["area"]):
         assert (out.labels == lab).sum() == area

@@ -58,7 +58,7 @@ def truth_from_arrays(labels, image=None, axes: str | None = None, ndim: int = 2
     _check_labels_array(labels, f"truth {name!r}")
     label_shape = tuple(labels.shape)
     if image is not None:
-        axes = validate_axes(axes or guess_axes(tuple(image.shape), rgb=rgb), tuple(image.shape))
+        axes = validate_axes(axes or image_axes(tuple(image.shape), label_shape, rgb), tuple(image.shape))
         expected = ItemPlan(axes, tuple(image.shape), ndim).out_shape()
         if expected != label_shape:
             raise ValueError(f"truth {name!r} has shape {label_shape} but the image needs {expected} "
@@ -75,6 +75,14 @@ def truth_from_arrays(labels, image=None, axes: str | None = None, ndim: int = 2
         raise ValueError(f"truth {name!r} holds only 0: nothing is annotated; paint the objects of at least "
                          f"one {unit} to evaluate on it")
     return Truth(name, items, plan)
+
+
+def image_axes(shape: tuple[int, ...], label_shape: tuple[int, ...], rgb: bool = False) -> str:
+    """The axes of an image annotated by labels of ``label_shape``: the same shape means no channel axis
+    (a (3, 512, 512) image with (3, 512, 512) labels is a 3-slice stack, not 3 channels)."""
+    if tuple(shape) == tuple(label_shape) and not rgb:
+        return _label_axes(tuple(shape))
+    return guess_axes(tuple(shape), rgb=rgb)
 
 
 def _label_axes(shape: tuple[int, ...]) -> str:
@@ -183,10 +191,11 @@ def iter_compare(truth: Truth, candidates: Sequence[Candidate], ctx: JobContext 
     n = len(candidates)
     for k, c in enumerate(candidates):
         ctx.check()
-        yield _score_candidate(truth, c, ctx.span(k, k + 1, n), keep_errors)
+        yield score_candidate(truth, c, ctx.span(k, k + 1, n), keep_errors)
 
 
-def _score_candidate(truth: Truth, c: Candidate, ctx: JobContext, keep_errors: bool) -> CandidateResult:
+def score_candidate(truth: Truth, c: Candidate, ctx: JobContext, keep_errors: bool = False) -> CandidateResult:
+    """One candidate on every item; a failure to load or on an item is recorded, not raised."""
     result = CandidateResult(c.name, c.kind)
     try:
         predict = _predictor(c, ctx)

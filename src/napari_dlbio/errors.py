@@ -16,7 +16,9 @@ kind, checked in this order:
 A merge or split is reported even when one of its objects also matches (a large
 nucleus matched while a small neighbour was swallowed is still a merge); the true
 objects a merge swallows and the pieces of a split are not listed again as false
-negatives / positives. Correct matches are not in the layer.
+negatives / positives. Correct matches are not in the layer. A false negative and a
+false positive may overlap (a prediction much smaller than its nucleus): the larger
+object is drawn first, and ``area`` counts the pixels each object shows in the layer.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ class ErrorObjects:
         return {k: errors.count(k) for k in KINDS}
 
 
-# label: id in ``labels``; error: one of KINDS; area: pixels; source: which image the object is
+# label: id in ``labels``; error: one of KINDS; area: pixels shown; source: which image the object is
 # drawn from ("truth" / "prediction"); object: its id there; item: the slice/frame or file.
 COLUMNS = ("label", "error", "area", "source", "object", "item")
 
@@ -54,12 +56,22 @@ def error_objects(true: np.ndarray, pred: np.ndarray, thresh: float = 0.5, share
     true, pred = np.asarray(true), np.asarray(pred)
     ov = overlap(true, pred)
     kinds = _classify(ov, thresh, share)
+    found = [(int(np.count_nonzero(image == ids[k])), kind, source, int(ids[k]), image)
+             for source, image, ids in (("truth", true, ov.true_ids), ("prediction", pred, ov.pred_ids))
+             for k, kind in kinds[source].items()]
     out = ErrorObjects(np.zeros(true.shape, np.int32))
-    # Truth-side objects first: a merged prediction drawn afterwards keeps its own outline.
-    for source, image, ids in (("truth", true, ov.true_ids), ("prediction", pred, ov.pred_ids)):
-        for k, kind in kinds[source].items():
-            _add(out, image == ids[k], kind, source, int(ids[k]), item)
+    # Largest first: where a false negative and a false positive overlap (a prediction far too
+    # small or too large for its nucleus), the smaller one is drawn on top and both stay visible.
+    for _, kind, source, obj, image in sorted(found, key=lambda f: -f[0]):
+        _add(out, image == obj, kind, source, obj, item)
+    _visible_areas(out)
     return out
+
+
+def _visible_areas(out: ErrorObjects) -> None:
+    """``area`` = the pixels each object has in the layer (less where another is drawn over it)."""
+    counts = np.bincount(out.labels.ravel(), minlength=len(out.features["label"]) + 1)
+    out.features["area"] = [int(counts[lab]) for lab in out.features["label"]]
 
 
 def _classify(ov: Overlap, thresh: float, share: float) -> dict[str, dict[int, str]]:
@@ -84,7 +96,7 @@ def _classify(ov: Overlap, thresh: float, share: float) -> dict[str, dict[int, s
 def _add(out: ErrorObjects, where: np.ndarray, kind: str, source: str, obj: int, item: str) -> None:
     label = len(out.features["label"]) + 1
     out.labels[where] = label
-    for col, value in zip(COLUMNS, (label, kind, int(where.sum()), source, obj, item)):
+    for col, value in zip(COLUMNS, (label, kind, 0, source, obj, item)):
         out.features[col].append(value)
 
 
