@@ -18,8 +18,8 @@ def model(tmp_path_factory):
     from napari_dlbio import backends, data, tasks
 
     img, lab = samples.nuclei_2d((256, 256), seed=1)
-    settings = backends.get("unet").Settings(epochs=6, steps_per_epoch=10, batch_size=4, patch_size=64, depth=2,
-                                             base_width=8, val_patches=2)
+    settings = backends.get("unet").Settings(epochs=6, steps_per_epoch=10, batch_size=4, patch_size=64,
+                                             depth=2, base_width=8, val_patches=2)
     path = tmp_path_factory.mktemp("model") / "tiny"
     tasks.train("unet", data.from_arrays(img, lab), settings, save_to=path)
     return path
@@ -62,8 +62,9 @@ def test_evaluate_prints_the_table_best_first_and_writes_the_csv(model, tmp_path
 
 def test_evaluate_sorts_by_another_metric(tmp_path, capsys):
     d = _folders(tmp_path, n=2)
-    assert main(["evaluate", "--predictions", str(d / "eroded"), "--predictions", str(d / "exact"), "--images",
-                 str(d / "images"), "--labels", str(d / "labels"), "--sort", "recall@0.50", "-q"]) == 0
+    assert main(["evaluate", "--predictions", str(d / "eroded"), "--predictions", str(d / "exact"),
+                 "--images", str(d / "images"), "--labels", str(d / "labels"), "--sort", "recall@0.50",
+                 "-q"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert "recall@0.50" in out[0] and out[1].startswith("exact")
 
@@ -105,10 +106,11 @@ def test_evaluate_on_dsb2018_agrees_with_stardist(shared_data, model, tmp_path, 
     for n in names:
         (tmp_path / "images" / n).symlink_to(val / "images" / n)
         (tmp_path / "masks" / n).symlink_to(val / "masks" / n)
-        tifffile.imwrite(tmp_path / "other" / n, ndi.grey_dilation(tifffile.imread(val / "masks" / n), size=5))
+        grown = ndi.grey_dilation(tifffile.imread(val / "masks" / n), size=5)
+        tifffile.imwrite(tmp_path / "other" / n, grown)
     assert main(["evaluate", "--model", str(model), "--predictions", str(tmp_path / "other"), "--images",
-                 str(tmp_path / "images"), "--labels", str(tmp_path / "masks"), "--csv", str(tmp_path / "s.csv"),
-                 "-q"]) == 0
+                 str(tmp_path / "images"), "--labels", str(tmp_path / "masks"), "--csv",
+                 str(tmp_path / "s.csv"), "-q"]) == 0
     rows = {(r["candidate"], r["item"]): r for r in _rows(tmp_path / "s.csv")}
     net = tasks.load_model(model)
     for n in names:
@@ -118,7 +120,8 @@ def test_evaluate_on_dsb2018_agrees_with_stardist(shared_data, model, tmp_path, 
         for cand, pred in preds.items():
             row = rows[(cand, n)]
             for t in (0.5, 0.75, 0.9):
-                assert float(row[f"AP@{t:.2f}"]) == pytest.approx(matching(true, pred, thresh=t).accuracy, abs=1e-6)
+                ref = matching(true, pred, thresh=t).accuracy
+                assert float(row[f"AP@{t:.2f}"]) == pytest.approx(ref, abs=1e-6)
             ref = matching(true, pred, thresh=0.5)
             assert float(row["PQ"]) == pytest.approx(ref.panoptic_quality, abs=1e-6)
             assert float(row["mean_iou"]) == pytest.approx(ref.mean_matched_score, abs=1e-6)

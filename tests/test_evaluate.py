@@ -28,7 +28,8 @@ def _worst_difference(true, pred) -> float:
 def _perturbed(true, seed=0):
     """A plausible prediction: shifted, grown or shrunk, some objects dropped, a few merged."""
     rng = np.random.default_rng(seed)
-    pred = ndi.grey_dilation(np.roll(true, (1, -2), axis=(0, 1)), size=3) if seed % 2 else ndi.grey_erosion(true, 3)
+    shifted = np.roll(true, (1, -2), axis=(0, 1))
+    pred = ndi.grey_dilation(shifted, size=3) if seed % 2 else ndi.grey_erosion(true, 3)
     ids = np.unique(true)[1:]
     pred[np.isin(pred, rng.choice(ids, max(1, len(ids) // 8), replace=False))] = 0
     pred[np.isin(pred, ids[::7])] = ids[0]          # merges, via a shared id
@@ -90,7 +91,8 @@ def test_ssim_and_psnr_against_a_clean_reference():
     noisy = clean + np.random.default_rng(0).normal(0, 10, clean.shape)
     rng = float(clean.max() - clean.min())
     assert metrics.ssim(clean, clean) == pytest.approx(1.0)
-    assert metrics.ssim(clean, noisy) == pytest.approx(structural_similarity(clean.astype(float), noisy, data_range=rng))
+    ref = structural_similarity(clean.astype(float), noisy, data_range=rng)
+    assert metrics.ssim(clean, noisy) == pytest.approx(ref)
     assert metrics.ssim(clean, noisy) < 0.9 and 15 < metrics.psnr(clean, noisy) < 40
 
 
@@ -105,7 +107,7 @@ def _blobs():
     pred[20:28, 20:35] = 3                                  # ... one object: merge
     true[30:38, 40:56] = 5                                  # one nucleus ...
     pred[30:38, 40:48] = 4; pred[30:38, 48:56] = 5          # ... two objects: split
-    true[30:38, 2:18] = 6;  pred[32:36, 4:8] = 6            # far too small: both missed and false, overlapping
+    true[30:38, 2:18] = 6;  pred[32:36, 4:8] = 6            # far too small: missed and false, overlapping
     return true, pred
 
 
@@ -187,8 +189,8 @@ def models(tmp_path_factory):
     img, lab = samples.nuclei_2d((256, 256), seed=1)
     out = []
     for name, epochs in (("longer", 6), ("shorter", 1)):
-        settings = backends.get("unet").Settings(epochs=epochs, steps_per_epoch=10, batch_size=4, patch_size=64,
-                                                 depth=2, base_width=8, val_patches=2)
+        settings = backends.get("unet").Settings(epochs=epochs, steps_per_epoch=10, batch_size=4,
+                                                 patch_size=64, depth=2, base_width=8, val_patches=2)
         path = tmp_path_factory.mktemp("models") / name
         tasks.train("unet", data.from_arrays(img, lab), settings, save_to=path)
         out.append(path)

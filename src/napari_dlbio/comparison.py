@@ -112,7 +112,8 @@ def truth_from_folders(images: str | Path, labels: str | Path) -> Truth:
             continue
         items.append(Item(p.name, truth, (), p))
     if not items:
-        why = f"the {empty} matching label file(s) hold only 0" if empty else "no label file matches an image name"
+        why = (f"the {empty} matching label file(s) hold only 0" if empty
+               else "no label file matches an image name")
         raise ValueError(f"nothing to evaluate on in {labels}: {why} (images in {images})")
     return Truth(Path(labels).name or str(labels), items, None, label_files)
 
@@ -135,7 +136,8 @@ class Candidate:
     folder: str | None = None
 
     @classmethod
-    def of_model(cls, name_or_path: str | Path, backend: str | None = None, name: str | None = None) -> Candidate:
+    def of_model(cls, name_or_path: str | Path, backend: str | None = None,
+                 name: str | None = None) -> Candidate:
         """The candidate's name: ``name``, else the store name or the folder's name."""
         return cls(name or Path(str(name_or_path)).name or str(name_or_path), str(name_or_path), backend)
 
@@ -164,7 +166,8 @@ def check(truth: Truth, candidates: Sequence[Candidate]) -> None:
         if c.labels is not None:
             _check_labels_array(c.labels, f"candidate {c.name!r}")
             if truth.plan is None:
-                raise ValueError(f"candidate {c.name!r} is an array: give label files (a folder) for file truths")
+                raise ValueError(f"candidate {c.name!r} is an array: with truths from files, give its "
+                                 "label files (a folder)")
             if tuple(c.labels.shape) != truth.plan.shape:
                 raise ValueError(f"candidate {c.name!r} has shape {tuple(c.labels.shape)} but the truth "
                                  f"{truth.name!r} has {truth.plan.shape}")
@@ -194,7 +197,8 @@ def iter_compare(truth: Truth, candidates: Sequence[Candidate], ctx: JobContext 
         yield score_candidate(truth, c, ctx.span(k, k + 1, n), keep_errors)
 
 
-def score_candidate(truth: Truth, c: Candidate, ctx: JobContext, keep_errors: bool = False) -> CandidateResult:
+def score_candidate(truth: Truth, c: Candidate, ctx: JobContext,
+                    keep_errors: bool = False) -> CandidateResult:
     """One candidate on every item; a failure to load or on an item is recorded, not raised."""
     result = CandidateResult(c.name, c.kind)
     try:
@@ -226,7 +230,8 @@ def _score_item(truth: Truth, c: Candidate, item: Item, predict, ctx: JobContext
             raise ValueError(f"gives shape {tuple(pred.shape)}, the truth has {tuple(item.truth.shape)}")
         if semantic:
             n = max(int(item.truth.max()), int(pred.max())) + 1
-            return ItemScore(item.name, values={"mean_iou": float(np.nanmean(class_iou(item.truth, pred, n)))}), None
+            mean_iou = float(np.nanmean(class_iou(item.truth, pred, n)))
+            return ItemScore(item.name, values={"mean_iou": mean_iou}), None
         return ItemScore(item.name, match_thresholds(item.truth, pred, THRESHOLDS)), pred
     except (Cancelled, MemoryError):
         raise

@@ -61,7 +61,8 @@ class EvaluateRequest:
         img = self.image
         if img is None:
             return comparison.truth_from_arrays(self.truth, ndim=self.ndim, name=self.truth_name)
-        return comparison.truth_from_arrays(self.truth, img.data, img.axes, self.ndim, self.truth_name, img.rgb)
+        return comparison.truth_from_arrays(self.truth, img.data, img.axes, self.ndim, self.truth_name,
+                                            img.rgb)
 
     def run(self, ctx: JobContext) -> Iterator[CandidateStarted | CandidateScored]:
         truth = self._truth or self.read_truth()

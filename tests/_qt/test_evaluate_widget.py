@@ -23,8 +23,8 @@ def two_models(tmp_path_factory):
     img, lab = samples.nuclei_2d((192, 192), seed=1)
     out = []
     for name, epochs in (("longer", 5), ("shorter", 1)):
-        settings = backends.get("unet").Settings(epochs=epochs, steps_per_epoch=8, batch_size=4, patch_size=64,
-                                                 depth=2, base_width=8, val_patches=2)
+        settings = backends.get("unet").Settings(epochs=epochs, steps_per_epoch=8, batch_size=4,
+                                                 patch_size=64, depth=2, base_width=8, val_patches=2)
         path = tmp_path_factory.mktemp("m") / name
         tasks.train("unet", data.from_arrays(img, lab), settings, save_to=path)
         out.append(path)
@@ -63,13 +63,15 @@ def test_evaluate_dock_ranks_two_models_and_a_layer(make_napari_viewer, qtbot, t
     aps = [c.mean()["AP@0.50"] for c in w.ranked()]
     assert aps == sorted(aps, reverse=True) and aps[0] > 0.3
     assert [w.table.item(r, 0).text() for r in range(w.table.rowCount())] == ranked
-    assert [w.table.horizontalHeaderItem(c).text() for c in range(5)] == ["candidate", "AP@0.5", "AP@0.75", "F1", "PQ"]
+    headers = [w.table.horizontalHeaderItem(c).text() for c in range(5)]
+    assert headers == ["candidate", "AP@0.5", "AP@0.75", "F1", "PQ"]
     assert [w.items.item(r, 0).text() for r in range(w.items.rowCount())] == ["z=0", "z=2"]
     assert len(w.plot.curves) == 3 and len(w.plot.curves[0][1]) == 10
 
     w.table.selectRow(ranked.index("other tool"))
     layer = w.show_errors()
-    assert layer.name == "other tool errors" and layer.data.shape == truth.shape and tuple(layer.scale) == (2, .5, .5)
+    assert layer.name == "other tool errors" and layer.data.shape == truth.shape
+    assert tuple(layer.scale) == (2, .5, .5)
     f = layer.features
     assert {"label", "error", "area"} <= set(f.columns) and len(f) == int(layer.data.max()) > 0
     assert set(f["error"]) <= {"false positive", "false negative", "merge", "split"}

@@ -104,7 +104,8 @@ class APPlot(QWidget):
         y = box.top() + 2
         for k, (name, _) in enumerate(self.curves[:n]):
             p.setPen(QPen(self.color(k), 3))
-            p.drawLine(QPointF(box.left() + 4, y + fm.height() / 2), QPointF(box.left() + 16, y + fm.height() / 2))
+            mid = y + fm.height() / 2
+            p.drawLine(QPointF(box.left() + 4, mid), QPointF(box.left() + 16, mid))
             p.setPen(self.palette().windowText().color())
             text = fm.elidedText(name, Qt.TextElideMode.ElideMiddle, int(box.width() - 22))
             p.drawText(QPointF(box.left() + 20, y + fm.ascent()), text)

@@ -41,7 +41,8 @@ class TruthBox(QGroupBox):
         super().__init__("Ground truth", parent)
         form = QFormLayout(self)
         self.labels = LayerCombo(viewer, ("labels",))
-        self.labels.setToolTip("Your annotations: only slices/frames with at least one object count, as in training")
+        self.labels.setToolTip("Your annotations: only slices/frames with at least one object count, "
+                               "as in training")
         self.image = LayerCombo(viewer, ("image",), none_text="(none: compare labels layers only)")
         self.image.setToolTip("The image the labels annotate: models are applied to its annotated slices")
         self.summary = hint("")
@@ -107,7 +108,8 @@ class CandidatesBox(QGroupBox):
         """(text, (kind, value, name)) of every candidate on offer, added models first."""
         out = [(self.list.item(i).text(), self.list.item(i).data(ROLE)) for i in range(self.list.count())
                if self.list.item(i).data(ROLE)[0] == "added"]
-        out += [(f"model: {i.name} ({i.backend})", ("model", str(i.path), i.name)) for i in store.list_models()]
+        out += [(f"model: {i.name} ({i.backend})", ("model", str(i.path), i.name))
+                for i in store.list_models()]
         truth = self.truth_name()
         out += [(f"layer: {lay.name}", ("layer", lay.name, lay.name)) for lay in self.viewer.layers
                 if isinstance(lay, Labels) and lay.name != truth and ERRORS_KEY not in lay.metadata]
@@ -163,7 +165,8 @@ class CandidatesBox(QGroupBox):
             if kind == "layer":
                 layer = self.viewer.layers[value]
                 if not isinstance(layer, Labels):
-                    raise ValueError(f"candidate {value!r} is an {layer.__class__.__name__.lower()} layer, not labels")
+                    kind = layer.__class__.__name__.lower()
+                    raise ValueError(f"candidate {value!r} is an {kind} layer, not labels")
                 out.append(Candidate.of_labels(name, np.array(layer_data(layer))))
             else:
                 out.append(Candidate.of_model(value, name=name))
@@ -217,7 +220,8 @@ class ResultsTable(QTableWidget):
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         # As tall as its rows (up to 8), so that the plot below is not pushed out of sight.
-        rows_h = sum(self.rowHeight(r) for r in range(min(len(rows), 8))) or self.verticalHeader().defaultSectionSize()
+        rows_h = (sum(self.rowHeight(r) for r in range(min(len(rows), 8)))
+                  or self.verticalHeader().defaultSectionSize())
         self.setFixedHeight(header.sizeHint().height() + rows_h + 2 * self.frameWidth())
 
     def selected_name(self) -> str | None:

@@ -14,7 +14,16 @@ merges and splits as a labels layer with a ``features`` table.
 from __future__ import annotations
 
 import numpy as np
-from qtpy.QtWidgets import QComboBox, QFileDialog, QGroupBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from .._layers import layer_data, snapshot
 from ..evaluate_request import CandidateScored, CandidateStarted, EvaluateRequest
@@ -29,7 +38,8 @@ from .runner import JobRunner, notify_error, notify_info
 from .widgets import hint, scroll_body
 
 SHOWN = ["AP@0.50", "AP@0.75", "F1@0.50", "PQ"]
-ERROR_COLORS = {"false positive": "#ff4040", "false negative": "#40a0ff", "merge": "#ff40ff", "split": "#ffd000"}
+ERROR_COLORS = {"false positive": "#ff4040", "false negative": "#40a0ff", "merge": "#ff40ff",
+                "split": "#ffd000"}
 
 
 class EvaluateWidget(QWidget):
@@ -63,7 +73,8 @@ class EvaluateWidget(QWidget):
             outer.addWidget(part)
         outer.addStretch(1)
         c = self.controls
-        self.run_btn, self.cancel_btn, self.progress, self.status = c.run_btn, c.cancel_btn, c.progress, c.status
+        self.run_btn, self.cancel_btn = c.run_btn, c.cancel_btn
+        self.progress, self.status = c.progress, c.status
 
     def _results_box(self) -> QGroupBox:
         box = QGroupBox("Results")
@@ -73,7 +84,8 @@ class EvaluateWidget(QWidget):
         self.sort = QComboBox()
         self.sort.addItems(list(METRICS))
         self.sort.setCurrentText(DEFAULT_SORT)
-        self.sort.setToolTip("AP = TP/(TP+FP+FN) at an IoU threshold (StarDist's 'accuracy'); PQ: panoptic quality")
+        self.sort.setToolTip("AP = TP/(TP+FP+FN) at an IoU threshold (StarDist's 'accuracy'); "
+                             "PQ: panoptic quality")
         row.addWidget(self.sort, 1)
         lay.addLayout(row)
         self.table = ResultsTable("candidate")
@@ -82,8 +94,8 @@ class EvaluateWidget(QWidget):
         self.items_label = hint("select a candidate to see its scores per slice/frame")
         buttons = QHBoxLayout()
         self.errors_btn = QPushButton("Show errors")
-        self.errors_btn.setToolTip("Add the selected candidate's false positives, false negatives, merges and "
-                                   "splits (at IoU 0.5) as a labels layer")
+        self.errors_btn.setToolTip("Add the selected candidate's false positives, false negatives, "
+                                   "merges and splits (at IoU 0.5) as a labels layer")
         self.csv_btn = QPushButton("Export CSV…")
         for b in (self.errors_btn, self.csv_btn):
             b.setEnabled(False)
@@ -95,7 +107,10 @@ class EvaluateWidget(QWidget):
 
     # -- the public API ------------------------------------------------------------------
     def add_model_candidate(self, name_or_path: str) -> None:
-        """Offer (and tick) a model by store name, folder or pretrained name ("evaluate on the current labels")."""
+        """Offer (and tick) a model by store name, folder or pretrained name.
+
+        The Models dock's "evaluate on the current labels" calls this.
+        """
         self.candidates_box.add_model(str(name_or_path))
 
     def evaluate_request(self) -> EvaluateRequest:
@@ -152,7 +167,9 @@ class EvaluateWidget(QWidget):
         failed = [c.name for c in result.candidates if c.error or c.failures]
         best = result.ranked(self.sort_metric)[0] if result.candidates else None
         msg = f"done: best by {self.sort_metric} is {best.name}" if best is not None else "done"
-        self.status.setText(msg + (f" — problems with {', '.join(failed)} (see the note column)" if failed else ""))
+        if failed:
+            msg += f" — problems with {', '.join(failed)} (hover over their names)"
+        self.status.setText(msg)
 
     def _failed(self, exc: BaseException) -> None:
         if isinstance(exc, Cancelled):
@@ -209,7 +226,8 @@ class EvaluateWidget(QWidget):
         if c is None or c.errors is None:
             notify_error("select a scored candidate first", "Show errors")
             return None
-        truth = self.viewer.layers[self.request.truth_name] if self.request.truth_name in self.viewer.layers else None
+        name = self.request.truth_name
+        truth = self.viewer.layers[name] if name in self.viewer.layers else None
         meta = {"scale": truth.scale, "translate": truth.translate} if truth is not None else {}
         layer = _add_error_layer(self.viewer, f"{c.name} errors", c.errors, meta)
         counts = ", ".join(f"{n} {k}" for k, n in c.errors.counts().items())
@@ -233,7 +251,8 @@ def _add_error_layer(viewer, name: str, errors, meta: dict):
 
     features = {"index": list(errors.features["label"]), **errors.features}
     colors = {None: (0, 0, 0, 0), 0: (0, 0, 0, 0)}
-    colors.update({lab: ERROR_COLORS[k] for lab, k in zip(errors.features["label"], errors.features["error"])})
+    f = errors.features
+    colors.update({lab: ERROR_COLORS[k] for lab, k in zip(f["label"], f["error"])})
     cmap = DirectLabelColormap(color_dict=colors)
     if name in viewer.layers:
         layer = viewer.layers[name]
