@@ -73,6 +73,7 @@ def test_evaluate_sorts_by_another_metric(tmp_path, capsys):
     ([], "at least one --model"),
     (["--predictions", "{d}/nowhere"], "nowhere"),
     (["--pretrained", "cpsam", "--predictions", "{d}/exact"], "BACKEND:NAME"),
+    (["--pretrained", "nope:cpsam"], "no backend 'nope'"),
     (["--predictions", "{d}/exact", "--sort", "AP"], "invalid choice"),
 ])
 def test_bad_input_is_one_clear_message(tmp_path, capsys, extra, message):

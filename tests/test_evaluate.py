@@ -240,3 +240,58 @@ def test_model_on_the_annotated_slices_of_a_layer(models):
     assert [i.item for i in model.items] == ["z=0", "z=2"] and not model.failures
     assert 0.3 < model.mean()["AP@0.50"] < 1.0 and res.ranked()[0].name == "exact"
     assert model.errors.labels.shape == truth_lab.shape and len(model.errors.features["label"]) > 0
+
+
+def test_request_events_pickle_and_cancel():
+    import pickle
+
+    from napari_dlbio._layers import LayerSnapshot
+    from napari_dlbio.evaluate_request import CandidateScored, CandidateStarted, EvaluateRequest
+    from napari_dlbio.jobs import Cancelled, JobContext
+
+    img, truth_lab, good, bad = _stack()
+    req = EvaluateRequest(truth_lab, "truth", [Candidate.of_labels("a", good), Candidate.of_labels("b", bad)],
+                          LayerSnapshot.from_array("cells", img, "ZYX"))
+    req = pickle.loads(pickle.dumps(req))
+    assert req.item_indices() == {"z=0": (0,), "z=2": (2,)} and req.loop_dims == [0]
+    events = list(req.run(JobContext()))
+    assert [type(e) for e in events] == [CandidateStarted, CandidateScored] * 2
+    scored = pickle.loads(pickle.dumps(events[1]))
+    assert scored.result.name == "a" and scored.result.errors.labels.shape == truth_lab.shape
+    ctx = JobContext()
+    gen = req.run(ctx)
+    next(gen), next(gen)
+    ctx.cancel()
+    with pytest.raises(Cancelled):
+        next(gen)
+    with pytest.raises(ValueError, match="needs the images"):
+        EvaluateRequest(truth_lab, "truth", [Candidate.of_model("some-model")])
+
+
+def test_semantic_model_is_scored_by_class_iou(tmp_path):
+    pytest.importorskip("torch")
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    import toy_backend
+
+    from napari_dlbio import backends, data, tasks
+
+    backends.register(toy_backend.SPEC)
+    try:
+        img, lab = samples.nuclei_2d((128, 128), seed=1)
+        semantic = (lab > 0).astype(np.int32)
+        settings = backends.get("toy").Settings(epochs=15, steps_per_epoch=5, batch_size=4, width=6,
+                                                learning_rate=0.01)
+        model_path = tmp_path / "toy"
+        tasks.train("toy", data.from_arrays(img, semantic), settings, save_to=model_path)
+        truth = comparison.truth_from_arrays(semantic, img)
+        (res,) = comparison.compare(truth, [Candidate.of_model(model_path)]).candidates
+        row = res.items[0].row()
+        pred = tasks.predict(tasks.load_model(model_path), img).outputs["labels"]
+        expected = np.nanmean(metrics.class_iou(semantic, pred, 2))
+        assert not res.failures and np.isnan(row["AP@0.50"]) and row["mean_iou"] == pytest.approx(expected)
+        assert row["mean_iou"] > 0.5
+    finally:
+        backends.unregister("toy")

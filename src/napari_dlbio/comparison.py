@@ -142,6 +142,17 @@ class Candidate:
         return cls(name or Path(str(name_or_path)).name or str(name_or_path), str(name_or_path), backend)
 
     @classmethod
+    def parse(cls, text: str) -> Candidate:
+        """``BACKEND:NAME`` (a backend's pretrained model, e.g. ``cellpose:cpsam``), else a store name or
+        model folder."""
+        from . import backends
+
+        backend, sep, name = str(text).partition(":")
+        if sep and backend in backends.names() and name:
+            return cls.of_model(name, backend, name=f"{backend}:{Path(name).name or name}")
+        return cls.of_model(text)
+
+    @classmethod
     def of_labels(cls, name: str, labels) -> Candidate:
         return cls(name, labels=labels)
 

@@ -64,6 +64,17 @@ class EvaluateRequest:
         return comparison.truth_from_arrays(self.truth, img.data, img.axes, self.ndim, self.truth_name,
                                             img.rgb)
 
+    def item_indices(self) -> dict[str, tuple[int, ...]]:
+        """Item name (``z=3``) -> its index over the truth's loop axes (``plan.loop_axes``)."""
+        truth = self._truth or self.read_truth()
+        return {i.name: i.index for i in truth.items}
+
+    @property
+    def loop_dims(self) -> list[int]:
+        """The truth array's dimensions that count items (Z of a 2D model on a stack, T, ...)."""
+        plan = (self._truth or self.read_truth()).plan
+        return [plan.axes.index(a) for a in plan.loop_axes] if plan is not None else []
+
     def run(self, ctx: JobContext) -> Iterator[CandidateStarted | CandidateScored]:
         truth = self._truth or self.read_truth()
         out, n = Comparison(truth.name), len(self.candidates)

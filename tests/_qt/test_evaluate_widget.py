@@ -76,6 +76,7 @@ def test_evaluate_dock_ranks_two_models_and_a_layer(make_napari_viewer, qtbot, t
     assert {"label", "error", "area"} <= set(f.columns) and len(f) == int(layer.data.max()) > 0
     assert set(f["error"]) <= {"false positive", "false negative", "merge", "split"}
     assert layer.data[1].max() == 0                              # nothing on the unannotated slice
+    assert viewer.dims.point[0] in (0.0, 4.0)                     # the view went to a slice with errors
     for lab, area in zip(f["label"], f["area"]):
         assert (layer.data == lab).sum() == area
     assert np.array_equal(viewer.layers["truth"].data, truth)   # the user's layers untouched

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
+from dataclasses import replace
 
 import numpy as np
 from napari.layers import Labels
@@ -137,8 +137,8 @@ class CandidatesBox(QGroupBox):
                 item.setCheckState(Qt.CheckState.Checked)
 
     def add_model(self, name_or_path: str) -> None:
-        """A model by store name, folder or pretrained name, ticked, at the top of the list."""
-        name = Path(name_or_path).name or name_or_path
+        """A model by store name, folder or ``BACKEND:NAME`` (pretrained), ticked, at the top of the list."""
+        name = Candidate.parse(name_or_path).name
         for i in range(self.list.count()):
             if list(self.list.item(i).data(ROLE)[1:]) == [str(name_or_path), name]:
                 self.list.item(i).setCheckState(Qt.CheckState.Checked)
@@ -169,7 +169,7 @@ class CandidatesBox(QGroupBox):
                     raise ValueError(f"candidate {value!r} is an {kind} layer, not labels")
                 out.append(Candidate.of_labels(name, np.array(layer_data(layer))))
             else:
-                out.append(Candidate.of_model(value, name=name))
+                out.append(replace(Candidate.parse(value), name=name))
         return out
 
 

@@ -41,6 +41,10 @@ SHOWN = ["AP@0.50", "AP@0.75", "F1@0.50", "PQ"]
 ERROR_COLORS = {"false positive": "#ff4040", "false negative": "#40a0ff", "merge": "#ff40ff",
                 "split": "#ffd000"}
 
+ERRORS_TIP = ("false positive: a predicted object that matches no true object; false negative: a true object "
+              "no prediction matches; merge: one predicted object holding half or more of two or more true "
+              "objects; split: one true object holding half or more of two or more predicted objects")
+
 
 class EvaluateWidget(QWidget):
     def __init__(self, napari_viewer, parent: QWidget | None = None) -> None:
@@ -103,6 +107,10 @@ class EvaluateWidget(QWidget):
         for w in (self.table, self.plot, self.items_label, self.items):
             lay.addWidget(w)
         lay.addLayout(buttons)
+        legend = " · ".join(f'<span style="color:{c}">■</span> {k}' for k, c in ERROR_COLORS.items())
+        self.errors_legend = hint(f"error layer (IoU 0.5): {legend}")
+        self.errors_legend.setToolTip(ERRORS_TIP)
+        lay.addWidget(self.errors_legend)
         return box
 
     # -- the public API ------------------------------------------------------------------
@@ -230,9 +238,21 @@ class EvaluateWidget(QWidget):
         truth = self.viewer.layers[name] if name in self.viewer.layers else None
         meta = {"scale": truth.scale, "translate": truth.translate} if truth is not None else {}
         layer = _add_error_layer(self.viewer, f"{c.name} errors", c.errors, meta)
+        if truth is not None:
+            self._go_to_errors(truth, c.errors.features["item"])
         counts = ", ".join(f"{n} {k}" for k, n in c.errors.counts().items())
         self.status.setText(f"{layer.name}: {counts}")
         return layer
+
+    def _go_to_errors(self, truth, items: list[str]) -> None:
+        """Show the first annotated slice/frame with errors (the others may hold none)."""
+        dims, where = self.request.loop_dims, self.request.item_indices()
+        if not dims or not items:
+            return
+        index = min(where[n] for n in set(items))
+        offset = self.viewer.dims.ndim - truth.ndim
+        for d, i in zip(dims, index):
+            self.viewer.dims.set_point(offset + d, truth.translate[d] + truth.scale[d] * i)
 
     def _export_dialog(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Export CSV", "evaluation.csv", "CSV (*.csv)")

@@ -11,9 +11,9 @@ candidate and image plus the candidate's ``all`` row.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 import time
 
+from .. import backends
 from ..execution import Call, InProcessExecutor, JobCallbacks
 from ..scoreboard import METRICS, Comparison
 from .common import CLIError, _log
@@ -52,7 +52,9 @@ def candidates_from_args(args) -> list:
         backend, sep, name = text.partition(":")
         if not sep or not backend or not name:
             raise CLIError(f"--pretrained takes BACKEND:NAME (e.g. cellpose:cpsam), not {text!r}")
-        out.append(Candidate.of_model(name, backend, name=f"{backend}:{Path(name).name or name}"))
+        if backend not in backends.names():
+            raise CLIError(f"--pretrained {text}: no backend {backend!r} (backends: {', '.join(backends.names())})")
+        out.append(Candidate.parse(text))
     out += [Candidate.of_folder(d) for d in args.predictions]
     if not out:
         raise CLIError("give at least one --model, --pretrained or --predictions to evaluate")
