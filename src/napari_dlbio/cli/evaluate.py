@@ -53,7 +53,8 @@ def candidates_from_args(args) -> list:
         if not sep or not backend or not name:
             raise CLIError(f"--pretrained takes BACKEND:NAME (e.g. cellpose:cpsam), not {text!r}")
         if backend not in backends.names():
-            raise CLIError(f"--pretrained {text}: no backend {backend!r} (backends: {', '.join(backends.names())})")
+            known = ", ".join(backends.names())
+            raise CLIError(f"--pretrained {text}: no backend {backend!r} (backends: {known})")
         out.append(Candidate.parse(text))
     out += [Candidate.of_folder(d) for d in args.predictions]
     if not out:
