@@ -135,18 +135,24 @@ def test_a_delete_cut_short_is_finished_by_the_next_lookup(monkeypatch):
     assert _entries() == []
 
 
+def _raw(model, item):
+    """The network's output (probabilities): equal only if the weights are."""
+    from napari_dlbio.jobs import JobContext
+
+    return np.asarray(model.forward(model.check_item(item), model.coerce_predict(None), JobContext()))
+
+
 def test_a_duplicated_model_predicts_identically(tiny):
     shutil.copytree(tiny, store.store_root() / "tiny")
     store_actions.duplicate("tiny", "tiny2")
     item = samples.nuclei_2d((128, 160), seed=7)[0][None].astype(np.float32)
-    a = tasks.load_model("tiny").predict(item, None)
-    b = tasks.load_model("tiny2").predict(item, None)
-    assert a.keys() == b.keys() and "labels" in a
-    for k in a:
-        assert np.asarray(a[k]).shape == np.asarray(b[k]).shape
-        assert np.max(np.abs(np.asarray(a[k], float) - np.asarray(b[k], float))) == 0, k
-    assert a["labels"].max() > 5  # it found the nuclei: a real comparison
+    ma, mb = tasks.load_model("tiny"), tasks.load_model("tiny2")
+    ra, rb = _raw(ma, item), _raw(mb, item)
+    assert ra.shape == rb.shape and np.ptp(ra) > 0.1  # a real output, not a constant
+    assert np.max(np.abs(ra - rb)) == 0
+    la, lb = ma.predict(item, None)["labels"], mb.predict(item, None)["labels"]
+    assert la.dtype == lb.dtype == np.int32 and np.array_equal(la, lb)
     renamed = store_actions.rename("tiny2", "tiny3")
-    c = tasks.load_model("tiny3")
-    assert c.info.name == "tiny3" and c.info.path == renamed
-    assert np.array_equal(c.predict(item, None)["labels"], a["labels"])
+    mc = tasks.load_model("tiny3")
+    assert mc.info.name == "tiny3" and mc.info.path == renamed
+    assert np.max(np.abs(_raw(mc, item) - ra)) == 0
