@@ -55,7 +55,7 @@ class ModelsWidget(QWidget):
         body.addWidget(self.card)
         body.addStretch(1)
         self._stamp: object = ()
-        self._shown: list[tuple[str, str]] = []
+        self._shown: list[tuple[str, str]] | None = None
         self.list.currentRowChanged.connect(lambda _: self._show())
         self.refresh()
         self._watch = QTimer(self)  # a child timer: it dies with the dock
@@ -141,6 +141,10 @@ class ModelsWidget(QWidget):
     def info(self):
         item = self.list.currentItem()
         return item.data(_INFO_ROLE) if item is not None else None
+
+    def names(self) -> list[str]:
+        """The models listed, in order (newest first)."""
+        return [self.list.item(r).data(_INFO_ROLE).name for r in range(self.list.count())]
 
     def select(self, name: str) -> None:
         for r in range(self.list.count()):
