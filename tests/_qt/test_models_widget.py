@@ -45,9 +45,9 @@ def test_card_shows_backend_data_metrics_and_settings(make_napari_viewer):
     assert "nuclei-unet" in card.title.text()
     assert "U-Net (napari-dlbio) · 2D · 1 channel" in card.fact("Backend")
     assert card.fact("Trained on") == "nuclei + gt"
-    assert "2 annotated slices · 69 objects" in card.fact("Annotations")
+    assert "2 annotated slices · 69 objects" in card.fact("Annotated")
     assert "AP@0.5 0.875 · F1 0.933" in card.fact("Validation")
-    assert card.fact("Training time") == "2:05 min · 6 epochs · kept epoch 5"
+    assert card.fact("Training") == "2:05 min · 6 epochs · kept epoch 5"
     assert card.fact("Saved").startswith("2026-12-0")
     basic, advanced = dict(card.basic.rows()), dict(card.advanced_table.rows())
     assert (basic["epochs"], basic["depth"], basic["base width"], basic["time budget (min)"]) == (

@@ -53,7 +53,7 @@ def facts(info) -> list[tuple[str, str]]:
     """(label, rich text) rows: backend, training data, validation, date, training time."""
     rows = [("Backend", f"{html.escape(backend_title(info.backend))} · {info.ndim}D · "
                         f"{info.n_channels} channel{'s' if info.n_channels != 1 else ''}")]
-    rows += _data_rows(info.provenance or {})
+    rows += _data_rows(info.provenance or {}, info.ndim)
     m = info.metrics or {}
     parts = metric_parts(m)
     validation = " · ".join(parts) if parts else "no metrics (no validation data was held out)"
@@ -68,30 +68,30 @@ def facts(info) -> list[tuple[str, str]]:
     return rows
 
 
-def _data_rows(prov: dict[str, Any]) -> list[tuple[str, str]]:
+def _data_rows(prov: dict[str, Any], ndim: int) -> list[tuple[str, str]]:
     if not prov:
         return [("Trained on", "not recorded")]
     rows = [("Trained on", _sources(prov))]
     n, objects = prov.get("n_items"), prov.get("n_objects")
     if n is not None:
-        one, many = _item_word(prov)
+        one, many = _item_word(prov, ndim)
         text = f"{n} annotated {one if n == 1 else many}"
         if objects:
             text += f" · {objects} object{'s' if objects != 1 else ''}"
         if "n_train" in prov:
             text += f"<br><span style='color:gray'>({prov['n_train']} for training, {prov.get('n_val', 0)} for validation)</span>"
-        rows.append(("Annotations", text))
+        rows.append(("Annotated", text))
     parent = prov.get("fine_tuned_from")
     if isinstance(parent, dict):
-        rows.append(("Fine-tuned from", html.escape(str(parent.get("name", "?")))))
+        rows.append(("Base model", html.escape(str(parent.get("name", "?")))))
     return rows
 
 
 def _sources(prov: dict[str, Any], most: int = 4) -> str:
     folders = prov.get("folders")
     if isinstance(folders, dict):
-        text = f"images {_short(folders.get('images'))}"
-        return html.escape(text + (f", labels {_short(folders.get('labels'))}" if folders.get("labels") else ""))
+        text = f"images {path_html(folders.get('images'))}"
+        return text + (f"<br>labels {path_html(folders.get('labels'))}" if folders.get("labels") else "")
     pairs = [f"{_short(s.get('image'))}" + (f" + {_short(s.get('labels'))}" if s.get("labels") else "")
              for s in prov.get("sources", [])]
     if not pairs:
@@ -102,17 +102,24 @@ def _sources(prov: dict[str, Any], most: int = 4) -> str:
     return "<br>".join(shown)
 
 
+def path_html(path: Any) -> str:
+    """A path as rich text that may wrap after each separator (a narrow dock must not clip it)."""
+    return html.escape(str(path)).replace("/", "/&#8203;").replace("\\", "\\&#8203;")
+
+
 def _short(path: Any) -> str:
     """A layer name as it is; a file by its name (the folder is in the Annotations' source)."""
     text = str(path)
     return text.rsplit("/", 1)[-1] if "/" in text and len(text) > 40 else text
 
 
-def _item_word(prov: dict[str, Any]) -> tuple[str, str]:
+def _item_word(prov: dict[str, Any], ndim: int) -> tuple[str, str]:
     looped = {axis for item in prov.get("items", []) if isinstance(item, dict) for axis in item}
     if len(looped) == 1:
         return _ITEM_WORDS.get(looped.pop(), ("item", "items"))
-    return ("image", "images") if not looped else ("item", "items")
+    if not looped:
+        return ("volume", "volumes") if ndim == 3 else ("image", "images")
+    return ("item", "items")
 
 
 def _training_rows(t: dict[str, Any]) -> list[tuple[str, str]]:
@@ -124,7 +131,7 @@ def _training_rows(t: dict[str, Any]) -> list[tuple[str, str]]:
         text += f" ({html.escape(str(stopped))})"
     if t.get("best_epoch") not in (None, t.get("epochs")):
         text += f" · kept epoch {t['best_epoch']}"
-    return [("Training time", text)]
+    return [("Training", text)]
 
 
 def settings_rows(info) -> tuple[list[tuple[str, str, str]], list[tuple[str, str, str]]]:
@@ -235,6 +242,7 @@ class ModelCard(QWidget):
         self.folder = QLabel("")
         self.folder.setWordWrap(True)
         self.folder.setStyleSheet("color: gray;")
+        self.folder.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.folder.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         lay.addWidget(self.folder)
         self.show_info(None)
@@ -265,7 +273,7 @@ class ModelCard(QWidget):
         self.advanced.setText(f"Advanced settings ({len(advanced)})")
         self.advanced.setVisible(bool(advanced))
         versions = ", ".join(f"{k} {v}" for k, v in (info.versions or {}).items())
-        self.folder.setText(f"{html.escape(str(info.path))}<br>{html.escape(versions)}")
+        self.folder.setText(f"{path_html(info.path)}<br>{html.escape(versions)}")
 
     def fact(self, label: str) -> str:
         """The text of one row (tests, and whoever wants the card's words)."""
