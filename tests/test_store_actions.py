@@ -48,6 +48,8 @@ def test_rename_moves_the_folder_and_its_name():
     assert store.resolve("b") == dest
     with pytest.raises(ModelError, match="no model named or at 'a'"):
         store.resolve("a")
+    shutil.copytree(dest, dest.with_name("c"))  # a copy made in a file manager: named by its folder
+    assert sorted(i.name for i in store.list_models()) == ["b", "c"] and store.read_info(store.resolve("c")).name == "c"
 
 
 def test_rename_and_duplicate_refuse_a_taken_or_bad_name():

@@ -214,8 +214,8 @@ class ModelsWidget(QWidget):
 
         try:
             action(store_actions)
-        except ModelError as exc:
-            self._say(str(exc), error=True)
+        except (ModelError, OSError) as exc:  # OSError: a full disk or a locked file while copying
+            self._say(describe_error(exc), error=True)
             return
         self._say(done)
         self.refresh(select=select)
