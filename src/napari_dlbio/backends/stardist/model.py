@@ -160,18 +160,21 @@ class StarDistModel(TorchModel):
         def run(tile_size, batch_size):
             return predict_tiled(fn, x, 1 + self.arch.n_rays, tile=tile_size, overlap=settings.tile_overlap,
                                  multiple=self.arch.multiple, grid=self.arch.grid, batch_size=batch_size,
-                                 ctx=ctx)
+                                 ctx=ctx, margin=self._receptive_radius())
 
         out = with_oom_retry(run, tile, settings.batch_size)
         return out[0], np.moveaxis(out[1:], 0, -1)
 
     # -- prediction -------------------------------------------------------------
+    def _receptive_radius(self) -> tuple[int, ...]:
+        """Input pixels each output sees, per axis (the grid stem included)."""
+        a = self.arch
+        return tuple(unet_radius(a.depth, a.n_conv_per_depth, a.kernel_size, g) + g * a.kernel_size for g in a.grid)
+
     def block_needs(self, settings: Predict) -> BlockNeeds:
         """Halo: the network's receptive field and room for an object; blocks on the grid x pooling."""
-        a = self.arch
-        halo = tuple(max(unet_radius(a.depth, a.n_conv_per_depth, a.kernel_size, g) + g * a.kernel_size, OBJECT_HALO)
-                     for g in a.grid)
-        return BlockNeeds(halo=halo, multiple=a.multiple)
+        halo = tuple(max(r, OBJECT_HALO) for r in self._receptive_radius())
+        return BlockNeeds(halo=halo, multiple=self.arch.multiple)
 
     def forward(self, item: np.ndarray, settings: Predict, ctx: JobContext) -> tuple:
         """``(prob, dist, spatial shape)``: the network's output and the shape labels are drawn in."""

@@ -219,8 +219,9 @@ class UNetModel(TorchModel):
         tile = settings.tile_size or devices.auto_tile(x.shape[1:], net.multiple, voxel_bytes, dev)
 
         def run(t, b):
+            # The receptive radius as margin: tiles stitch into the one-tile output (no seams).
             return predict_tiled(fn, x, _n_outputs(self.settings), t, settings.tile_overlap, net.multiple,
-                                 batch_size=b, ctx=ctx)
+                                 batch_size=b, ctx=ctx, margin=unet_radius(self.settings.depth))
 
         try:
             return with_oom_retry(run, tile, settings.batch_size)
