@@ -139,12 +139,16 @@ def test_evaluate_opens_the_evaluate_dock_with_the_model(make_napari_viewer, mon
     assert "added to the Evaluate dock" in w.status.text()
 
 
-def test_evaluate_without_the_evaluate_dock_says_so(make_napari_viewer, records):
+def test_evaluate_ticks_the_model_in_the_real_evaluate_dock(make_napari_viewer, records):
     _save("a")
-    w = dock(make_napari_viewer(), "Models")
-    w.evaluate_btn.click()  # this version registers no "Evaluate" dock: napari's lookup fails
-    assert "could not open the Evaluate dock" in w.status.text() and records.errors
-    assert [i.name for i in store.list_models()] == ["a"]
+    _save("b")
+    viewer = make_napari_viewer()
+    w = dock(viewer, "Models")
+    w.evaluate_btn.click()
+    ev = dock(viewer, "Evaluate")
+    ticked = ev.candidates_box.ticked_keys()
+    assert ticked == [str(w.info().path)] and "added to the Evaluate dock" in w.status.text()
+    assert not records.errors and sorted(i.name for i in store.list_models()) == ["a", "b"]
 
 
 def test_open_folder(make_napari_viewer, monkeypatch):
