@@ -16,7 +16,7 @@ While running, a model that cannot be loaded or fails on an item is recorded
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,24 +32,43 @@ from .scoreboard import CandidateResult, Comparison, ItemScore
 
 @dataclass
 class Item:
-    """One annotated item: its truth, where it is, and its image (an array, or a file to read)."""
+    """One annotated item: its truth, where it is in the truth's stack, and (files) its image file."""
 
     name: str
     truth: np.ndarray
     index: tuple[int, ...] = ()
-    image: Any = None
-    axes: str | None = None        # of ``image``; None: guessed
-    rgb: bool = False
+    image_file: Path | None = None
 
 
 @dataclass
 class Truth:
-    """The annotated items; ``plan`` cuts the truth's labels stack (None for files)."""
+    """The annotated items; ``plan`` cuts the truth's labels stack (None for files).
+
+    ``image`` (with ``image_axes``) is the whole image the labels annotate: each item's
+    part is read only when a model needs it, so a lazy (dask/zarr) image stays lazy.
+    """
 
     name: str
     items: list[Item]
     plan: ItemPlan | None = None
-    label_files: dict[str, Path] = field(default_factory=dict)
+    image: Any = None
+    image_axes: str | None = None
+    rgb: bool = False
+
+    @property
+    def has_images(self) -> bool:
+        return self.plan is None or self.image is not None
+
+    def item_image(self, item: Item) -> tuple[np.ndarray, str, bool]:
+        """The image of ``item`` (all channels), its axes and whether it is RGB."""
+        if item.image_file is not None:
+            image = read_image(item.image_file)
+            rgb = image.ndim == item.truth.ndim + 1 and image.shape[-1] in (3, 4)
+            return image, guess_axes(image.shape, rgb=rgb), rgb
+        where = dict(zip(self.plan.loop_axes, item.index))
+        sel = tuple(where.get(a, slice(None)) for a in self.image_axes)
+        axes = "".join(a for a in self.image_axes if a not in where)
+        return np.asarray(self.image[sel]), axes, self.rgb
 
 
 def truth_from_arrays(labels, image=None, axes: str | None = None, ndim: int = 2, name: str = "labels",
@@ -65,16 +84,13 @@ def truth_from_arrays(labels, image=None, axes: str | None = None, ndim: int = 2
                              f"(its shape {tuple(image.shape)} without the channel axis)")
     label_axes = axes.replace("C", "") if axes else _label_axes(label_shape)
     plan = ItemPlan(validate_axes(label_axes, label_shape), label_shape, ndim)
-    items = []
-    for idx, target, _, _ in annotated_items(labels, plan, name=name):
-        where = plan.where(idx)
-        img, img_axes = (None, None) if image is None else _image_item(image, axes, plan, idx)
-        items.append(Item(where or name, target, idx, img, img_axes, rgb))
+    items = [Item(plan.where(idx) or name, target, idx) for idx, target, _, _ in
+             annotated_items(labels, plan, name=name)]
     if not items:
         unit = "slice/frame" if plan.loop_axes else "image"
         raise ValueError(f"truth {name!r} holds only 0: nothing is annotated; paint the objects of at least "
                          f"one {unit} to evaluate on it")
-    return Truth(name, items, plan)
+    return Truth(name, items, plan, image, axes if image is not None else None, rgb)
 
 
 def image_axes(shape: tuple[int, ...], label_shape: tuple[int, ...], rgb: bool = False) -> str:
@@ -89,13 +105,6 @@ def _label_axes(shape: tuple[int, ...]) -> str:
     """Guessed axes of labels alone: a small leading axis is a stack (Z, then T), never channels."""
     guess = guess_axes(shape)
     return guess.replace("C", "T" if "Z" in guess else "Z")
-
-
-def _image_item(image, axes: str, plan: ItemPlan, idx: tuple[int, ...]) -> tuple[np.ndarray, str]:
-    """The item's part of ``image`` (all channels), with its axes."""
-    where = dict(zip(plan.loop_axes, idx))
-    sel = tuple(where.get(a, slice(None)) for a in axes)
-    return np.asarray(image[sel]), "".join(a for a in axes if a not in where)
 
 
 def truth_from_folders(images: str | Path, labels: str | Path) -> Truth:
@@ -115,7 +124,7 @@ def truth_from_folders(images: str | Path, labels: str | Path) -> Truth:
         why = (f"the {empty} matching label file(s) hold only 0" if empty
                else "no label file matches an image name")
         raise ValueError(f"nothing to evaluate on in {labels}: {why} (images in {images})")
-    return Truth(Path(labels).name or str(labels), items, None, label_files)
+    return Truth(Path(labels).name or str(labels), items)
 
 
 def _check_labels_array(arr, what: str) -> None:
@@ -184,7 +193,7 @@ def check(truth: Truth, candidates: Sequence[Candidate]) -> None:
                                  f"{truth.name!r} has {truth.plan.shape}")
         elif c.folder is not None:
             list_images(c.folder)   # a missing or empty folder: FileNotFoundError naming it
-        elif c.model is not None and any(i.image is None for i in truth.items):
+        elif c.model is not None and not truth.has_images:
             raise ValueError(f"model {c.name!r} needs the images: choose the image the labels annotate")
 
 
@@ -263,20 +272,13 @@ def _predictor(c: Candidate, ctx: JobContext):
                          "compare it with PSNR/SSIM against a clean image instead")
 
     def predict(truth: Truth, item: Item, ctx: JobContext):
-        image = read_image(item.image) if isinstance(item.image, Path) else item.image
-        axes = item.axes or _file_axes(image, item.truth)
-        pred = tasks.predict(model, image, axes, None, ctx, rgb=item.rgb or axes.endswith("C"))
+        image, axes, rgb = truth.item_image(item)
+        pred = tasks.predict(model, image, axes, None, ctx, rgb=rgb)
         if pred.cancelled:
             raise Cancelled("cancelled by the user")
         return np.asarray(pred.outputs["labels"]), bool(model.semantic)
 
     return predict
-
-
-def _file_axes(image: np.ndarray, truth: np.ndarray) -> str:
-    """A file's axes: an RGB(A) image has one more (last, 3 or 4 long) axis than its labels."""
-    rgb = image.ndim == truth.ndim + 1 and image.shape[-1] in (3, 4)
-    return guess_axes(image.shape, rgb=rgb)
 
 
 def _stored_labels(c: Candidate):

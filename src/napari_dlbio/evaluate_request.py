@@ -57,6 +57,10 @@ class EvaluateRequest:
         self._truth = self.read_truth()
         comparison.check(self._truth, self.candidates)
 
+    def __getstate__(self) -> dict:
+        # The job reads the items again from ``truth`` rather than receive the labels twice.
+        return {**self.__dict__, "_truth": None}
+
     def read_truth(self) -> Truth:
         img = self.image
         if img is None:
