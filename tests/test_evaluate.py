@@ -295,3 +295,14 @@ def test_semantic_model_is_scored_by_class_iou(tmp_path):
         assert row["mean_iou"] > 0.5
     finally:
         backends.unregister("toy")
+
+
+def test_volumes_for_3d_models_match_in_3d():
+    pytest.importorskip("stardist")
+    img, lab = samples.nuclei_3d((16, 48, 48), seed=2)
+    pred = ndi.grey_dilation(lab, size=3)
+    truth = comparison.truth_from_arrays(lab, img, "ZYX", ndim=3, name="vol")
+    assert [i.name for i in truth.items] == ["vol"] and truth.items[0].truth.shape == lab.shape
+    (res,) = comparison.compare(truth, [Candidate.of_labels("grown", pred)]).candidates
+    assert [s.ap for s in res.items[0].stats] == [s.ap for s in metrics.match_thresholds(lab, pred)]
+    assert _worst_difference(lab, pred) < 1e-6

@@ -130,7 +130,9 @@ class EvaluateWidget(QWidget):
         candidates = self.candidates_box.candidates(truth.name)
         needs_image = any(c.model is not None for c in candidates)
         snap = snapshot(image, self.truth_box.image_axes()) if image is not None and needs_image else None
-        return EvaluateRequest(np.array(layer_data(truth)), truth.name, candidates, snap)
+        # A saved 3D model is scored on volumes (as it was trained); otherwise items are 2D slices/frames.
+        ndim = max([_saved_ndim(c.model) for c in candidates if c.model is not None], default=2)
+        return EvaluateRequest(np.array(layer_data(truth)), truth.name, candidates, snap, ndim)
 
     # -- run -------------------------------------------------------------------------------
     def run(self) -> None:
@@ -263,6 +265,16 @@ class EvaluateWidget(QWidget):
         out = self.comparison.write_csv(path, self.sort_metric)
         self.status.setText(f"wrote {out}")
         return out
+
+
+def _saved_ndim(name_or_path: str) -> int:
+    """The dimensionality a saved model was trained for (2 for anything else: pretrained names)."""
+    from .. import store
+
+    try:
+        return int(store.read_info(store.resolve(name_or_path)).ndim)
+    except (store.ModelError, OSError, ValueError):
+        return 2
 
 
 def _add_error_layer(viewer, name: str, errors, meta: dict):
