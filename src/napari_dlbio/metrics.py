@@ -1,8 +1,9 @@
 """Segmentation and denoising metrics.
 
 AP@0.5 here is what ``stardist.matching`` calls *accuracy*: objects are matched
-one-to-one at IoU > 0.5 and AP = TP / (TP + FP + FN). At a threshold above 0.5 a
-match is unique, so no assignment problem needs solving.
+one-to-one at IoU >= 0.5 (stardist's convention, IoU in float32 as there) and
+AP = TP / (TP + FP + FN). Above 0.5 a match is unique; exact ties at 0.5 are
+assigned as stardist does (see :func:`matched_pairs`).
 """
 
 from __future__ import annotations
@@ -56,18 +57,15 @@ def _iou_matrix(true: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 def match(true: np.ndarray, pred: np.ndarray, thresh: float = 0.5) -> Matching:
-    """One-to-one matching of instance labels (0 = background) at IoU > ``thresh``."""
-    if true.shape != pred.shape:
-        raise ValueError(f"shapes differ: ground truth {true.shape}, prediction {pred.shape}")
-    if thresh < 0.5:
-        raise ValueError("only thresholds >= 0.5 give a unique matching")
-    iou, t_ids, p_ids = _iou_matrix(np.asarray(true), np.asarray(pred))
-    iou = iou[t_ids != 0][:, p_ids != 0]
-    hits = iou > thresh
-    tp = int(hits.sum())
-    n_true, n_pred = iou.shape
-    mean_iou = float(iou[hits].mean()) if tp else 0.0
-    return Matching(tp, n_pred - tp, n_true - tp, n_true, n_pred, mean_iou)
+    """One-to-one matching of instance labels (0 = background) at IoU >= ``thresh``.
+
+    The same matching as :func:`match_thresholds` (and ``stardist.matching``), so every
+    figure of the project follows one convention; an empty truth and prediction give AP 1.
+    """
+    if np.shape(true) != np.shape(pred):
+        raise ValueError(f"shapes differ: ground truth {np.shape(true)}, prediction {np.shape(pred)}")
+    (s,) = match_thresholds(true, pred, (thresh,))
+    return Matching(s.tp, s.fp, s.fn, s.n_true, s.n_pred, s.sum_matched_iou / s.tp if s.tp else 0.0)
 
 
 def mean_ap(trues: Sequence[np.ndarray], preds: Sequence[np.ndarray], thresh: float = 0.5) -> dict:
