@@ -63,6 +63,18 @@ def instances_from_probabilities(
     return _fill_and_filter(labels, min_size)
 
 
+def object_scores(labels: np.ndarray, prob: np.ndarray) -> np.ndarray:
+    """Per-object scores indexed by label id: the mean interior probability over the object.
+
+    A well-separated, clearly seen nucleus is interior except for its rim (score near
+    1 - rim fraction); faint blobs, debris and merges (whose inside holds the boundary
+    between two nuclei) score low.
+    """
+    from ...objects import mean_per_object
+
+    return mean_per_object(labels, prob[INTERIOR])
+
+
 def _fill_and_filter(labels: np.ndarray, min_size: int) -> np.ndarray:
     """Fill holes inside objects, drop objects under ``min_size`` pixels, renumber 1..n."""
     out = np.zeros_like(labels)
