@@ -79,8 +79,8 @@ def unet(tmp_path_factory):
     from napari_dlbio import backends, data
 
     img, lab = samples.nuclei_2d((256, 256), seed=1)
-    settings = backends.get("unet").Settings(epochs=6, steps_per_epoch=10, batch_size=4, patch_size=64, depth=2,
-                                             base_width=8, val_patches=2)
+    settings = backends.get("unet").Settings(epochs=6, steps_per_epoch=10, batch_size=4, patch_size=64,
+                                             depth=2, base_width=8, val_patches=2)
     out = tasks.train("unet", data.from_arrays(img, lab), settings, save_to=None)
     return out.model
 
@@ -139,7 +139,8 @@ def test_stardist_scores_are_the_object_probabilities(tmp_path):
     from napari_dlbio import data
 
     pairs = [blobs((96, 96), 10, s) for s in range(3)]
-    td = data.from_arrays(np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]), axes="ZYX", ndim=2)
+    img, lab = np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+    td = data.from_arrays(img, lab, axes="ZYX", ndim=2)
     model = tasks.train("stardist", td, tiny(epochs=6, steps_per_epoch=8, learning_rate=5e-3), None).model
     img = blobs((96, 96), 10, 11)[0]
     s = model.spec.Predict(prob_thresh=0.3)

@@ -40,9 +40,7 @@ class Prediction:
     seconds: float = 0.0
     cancelled: bool = False
     n_items: int = 0
-    # label, score, area, centroid_<axis>: one row per object of "labels" (see objects.py); None when
-    # the model gives no per-object scores (image and semantic models, blockwise prediction)
-    objects: Table | None = None
+    objects: Table | None = None  # a row per object (objects.py); None: no scores (images, semantic, blocks)
 
 
 class ZarrOutputs:
@@ -232,11 +230,10 @@ class _Writer:
                 arr = np.where(arr > 0, arr + self.offset, 0).astype(arr.dtype)
                 self.offset = max(self.offset, int(arr.max()))
             plan.write(self.outputs[name], idx, arr, channels=chan)
-        if OBJECTS in res:
-            # Measured on the item's labels as written (offset), so rows name the output's ids.
+        if OBJECTS in res:  # measured on the labels as written (offset): rows name the output's ids
             self.objects = self.objects or ObjectTables(plan.spatial_axes, plan.out_axes())
-            labels = res["labels"] if not self.unique else np.where(res["labels"] > 0, res["labels"] + offset, 0)
-            self.objects.add(dict(zip(plan.loop_axes, idx)), labels, res[OBJECTS], offset if self.unique else 0)
+            lab = np.where(res["labels"] > 0, res["labels"] + offset, 0)  # offset: 0 unless ids made unique
+            self.objects.add(dict(zip(plan.loop_axes, idx)), lab, res[OBJECTS], offset)
 
 
 SHAPES = "shapes"  # a model may return a list of (N_vertices, ndim) float arrays under this key
