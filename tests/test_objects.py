@@ -81,7 +81,8 @@ def unet(tmp_path_factory):
     img, lab = samples.nuclei_2d((256, 256), seed=1)
     settings = backends.get("unet").Settings(epochs=6, steps_per_epoch=10, batch_size=4, patch_size=64,
                                              depth=2, base_width=8, val_patches=2)
-    out = tasks.train("unet", data.from_arrays(img, lab), settings, save_to=None)
+    path = tmp_path_factory.mktemp("m") / "tiny"
+    out = tasks.train("unet", data.from_arrays(img, lab), settings, save_to=path)
     return out.model
 
 
@@ -113,6 +114,56 @@ def test_stack_ids_match_the_output_labels(unet):
     single = tasks.predict(unet, stack[1]).objects   # same objects and scores, ids shifted
     rows = t["centroid_z"] == 1
     assert np.allclose(np.sort(t["score"][rows]), np.sort(single["score"]), atol=1e-6)
+
+
+def _read_csv(path):
+    import csv
+
+    with open(path) as fh:
+        rows = list(csv.reader(fh))
+    return rows[0], np.array(rows[1:], float).reshape(-1, len(rows[0]))
+
+
+def test_cli_predict_objects_writes_a_csv_per_output(unet, tmp_path, capsys):
+    import tifffile
+
+    from napari_dlbio import cli
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    tifffile.imwrite(inputs / "one.tif", samples.nuclei_2d((96, 112), seed=9)[0])
+    tifffile.imwrite(inputs / "stack.tif", np.stack([samples.nuclei_2d((80, 80), seed=s)[0] for s in (1, 2)]))
+    out = tmp_path / "out"
+    model = str(unet.info.path)
+    rc = cli.main(["predict", "--model", model, str(inputs), "--out", str(out), "--objects", "-q"])
+    assert rc == 0, capsys.readouterr().err
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["one.tif", "one_objects.csv", "stack.tif", "stack_objects.csv"]
+    for name, axes in (("one", "yx"), ("stack", "zyx")):
+        labels = tifffile.imread(out / f"{name}.tif")
+        header, rows = _read_csv(out / f"{name}_objects.csv")
+        assert header == ["label", "score", "area"] + [f"centroid_{a}" for a in axes]
+        ids = np.unique(labels)
+        assert labels.max() > 0 and np.array_equal(np.sort(rows[:, 0]), ids[ids > 0])
+        assert np.array_equal(rows[:, 2], np.bincount(labels.ravel())[rows[:, 0].astype(int)])
+        assert np.all((rows[:, 1] >= 0) & (rows[:, 1] <= 1))
+        com = np.array(ndi.center_of_mass(np.ones_like(labels), labels, rows[:, 0].astype(int)))
+        assert np.allclose(rows[:, 3:], com, atol=1e-4)
+
+
+def test_cli_objects_blockwise_says_there_is_no_table(unet, tmp_path, capsys):
+    import tifffile
+
+    from napari_dlbio import cli
+
+    tifffile.imwrite(tmp_path / "big.tif", samples.nuclei_2d((160, 160), seed=9)[0])
+    out = tmp_path / "out"
+    rc = cli.main(["predict", "--model", str(unet.info.path), str(tmp_path / "big.tif"), "--out", str(out),
+                   "--objects", "--block-size", "64", "-q"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert "no objects table: per-object scores are not computed for images predicted block by block" in err
+    assert not list(out.glob("*.csv"))
 
 
 def test_blockwise_prediction_has_no_table(unet):
