@@ -166,6 +166,22 @@ def test_cli_objects_blockwise_says_there_is_no_table(unet, tmp_path, capsys):
     assert not list(out.glob("*.csv"))
 
 
+def test_result_layer_gets_the_table_as_features(unet):
+    from napari_dlbio._layers import LayerSnapshot, prediction_layers
+
+    img, _ = samples.nuclei_2d((96, 96), seed=5)
+    pred = tasks.predict(unet, img)
+    (layer,) = prediction_layers(pred, LayerSnapshot.from_array("cells", img), {"backend": "unet"})
+    data, meta, kind = layer
+    f = meta["features"]
+    assert kind == "labels" and list(f)[:4] == ["index", "label", "score", "area"]
+    assert np.array_equal(f["index"], pred.objects["label"])
+    assert np.array_equal(f["score"], pred.objects["score"])
+    import pickle
+
+    assert pickle.loads(pickle.dumps(pred)).objects["label"].tolist() == pred.objects["label"].tolist()
+
+
 def test_blockwise_prediction_has_no_table(unet):
     img, _ = samples.nuclei_2d((160, 160), seed=5)
     pred = tasks.predict(unet, img, block_size=64)
