@@ -48,6 +48,21 @@ def test_mean_per_object_and_empty_labels():
     assert all(len(v) == 0 for v in t.values()) and "centroid_x" in t
 
 
+def test_best_iou_and_flip_agreement():
+    a = np.zeros((6, 8), np.int32)
+    a[0:2, 0:2] = 1                 # 4 px
+    a[3:6, 4:8] = 3                 # 12 px
+    b = np.zeros_like(a)
+    b[0:2, 0:1] = 5                 # half of object 1
+    b[3:6, 4:8] = 2                 # object 3 exactly
+    assert np.allclose(objects.best_iou(a, b), [0, 0.5, 0, 1.0])
+    item = a[None].astype(np.float32)
+    same = objects.flip_agreement(lambda x: x[0].astype(np.int32), item, a)   # finds every object again
+    assert np.allclose(same[[1, 3]], 1.0)
+    none = objects.flip_agreement(lambda x: np.zeros(x.shape[1:], np.int32), item, a)
+    assert np.allclose(none, 0.0)
+
+
 def test_tables_of_a_stack_take_the_label_offset_and_the_item_index():
     tables = objects.ObjectTables("YX", "ZYX")
     a = np.zeros((4, 4), np.int32)
@@ -86,8 +101,8 @@ def unet(tmp_path_factory):
     return out.model
 
 
-def test_unet_scores_are_mean_interior_probability(unet):
-    from napari_dlbio.backends.unet.targets import INTERIOR
+def test_unet_scores_are_mean_foreground_probability(unet):
+    from napari_dlbio.backends.unet.targets import BACKGROUND
 
     img, _ = samples.nuclei_2d((128, 160), seed=5)
     pred = tasks.predict(unet, img, settings=unet.spec.Predict(probabilities=True))
@@ -96,7 +111,7 @@ def test_unet_scores_are_mean_interior_probability(unet):
     t = pred.objects
     _check_table(t, labels, "YX")
     for lab, score in zip(t["label"], t["score"]):
-        assert score == pytest.approx(prob[INTERIOR][labels == lab].mean(), abs=1e-5)
+        assert score == pytest.approx(1 - prob[BACKGROUND][labels == lab].mean(), abs=1e-5)
     assert t["score"].max() > 0.5       # a trained network is confident of some nuclei
 
 
@@ -114,6 +129,15 @@ def test_stack_ids_match_the_output_labels(unet):
     single = tasks.predict(unet, stack[1]).objects   # same objects and scores, ids shifted
     rows = t["centroid_z"] == 1
     assert np.allclose(np.sort(t["score"][rows]), np.sort(single["score"]), atol=1e-6)
+
+
+def test_flip_agreement_multiplies_the_score(unet):
+    img, _ = samples.nuclei_2d((96, 128), seed=5)
+    plain = tasks.predict(unet, img).objects
+    both = tasks.predict(unet, img, settings=unet.spec.Predict(flip_agreement=True)).objects
+    assert list(both)[-1] == "agreement" and np.array_equal(both["label"], plain["label"])
+    assert np.all((both["agreement"] >= 0) & (both["agreement"] <= 1)) and np.median(both["agreement"]) > 0.5
+    assert np.allclose(both["score"], plain["score"] * both["agreement"], atol=1e-6)
 
 
 def _read_csv(path):

@@ -30,7 +30,7 @@ from .blockstate import BlockState, load_arrays, save_arrays
 from .blocktasks import open_image, read_region, resolve_model  # noqa: F401 - the contract's helpers
 from .jobs import Cancelled, JobContext
 from .normalize import IntensitySample, bounds_key
-from .objects import OBJECTS
+from .objects import AGREEMENT, OBJECTS
 
 __all__ = ["BlockOptions", "DiskOutputs", "Runner", "SerialRunner", "call_with_retry", "predict_blockwise",
            "read_region", "resolve_model", "wanted"]
@@ -203,7 +203,7 @@ class _Run:
         res = self.model.predict(bt.ItemRef(self.image, self.plan, first).read(region), self.settings)
         specs = {}
         for name, arr in res.items():
-            if name in (bt.SHAPES, OBJECTS):
+            if name in (bt.SHAPES, OBJECTS, AGREEMENT):
                 continue  # per-object scores are not made blockwise (an object's score would need all its blocks)
             arr = np.asarray(arr)
             chan = arr.ndim == nd + 1

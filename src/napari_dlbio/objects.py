@@ -4,12 +4,16 @@ A labels backend's ``postprocess`` (or ``predict``) may return, next to ``labels
 :data:`OBJECTS` entry: a float array of per-object scores in [0, 1] **indexed by label
 id** (entry 0, the background, is unused). What a score means is the backend's to say
 (StarDist: the object probability; Cellpose: the mean cell probability; U-Net: the mean
-interior probability); everything else is measured here, once for all backends: the
+foreground probability); everything else is measured here, once for all backends: the
 area in pixels, the centroid in the output's coordinates (the item's index on the loop
-axes of a stack) and, for stacks, the same id offset the labels get.
+axes of a stack) and, for stacks, the same id offset the labels get. With the prediction
+setting ``flip_agreement`` the model also predicts flipped copies
+(:func:`flip_agreement`): the table gains an ``agreement`` column and the score is the
+backend's score times the agreement.
 
 A table is a dict of equal-length numpy columns ``label, score, area, centroid_<axis>...``
-(plain data: it crosses from the job's process to napari's and pickles as it is).
+(``agreement`` last when asked for); plain data: it crosses from the job's process to
+napari's and pickles as it is.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 OBJECTS = "objects"  # the key of the per-object scores (float, indexed by label id) in a model's outputs
+AGREEMENT = "agreement"  # the key of the objects' test-time flip agreement (same indexing), when asked for
 
 Table = dict[str, np.ndarray]
 
@@ -38,6 +43,38 @@ def mean_per_object(labels: np.ndarray, values: np.ndarray) -> np.ndarray:
     means = np.divide(sums, counts, out=np.zeros(n), where=counts > 0)
     means[0] = 0.0
     return np.clip(means, 0.0, 1.0).astype(np.float32)
+
+
+def best_iou(labels: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """For each object of ``labels`` (indexed by id): its highest IoU with an object of ``other``."""
+    a = np.asarray(labels).ravel().astype(np.int64)
+    b = np.asarray(other).ravel().astype(np.int64)
+    n = int(a.max()) + 1 if a.size else 1
+    area_a, area_b = np.bincount(a, minlength=n), np.bincount(b)
+    both = (a > 0) & (b > 0)
+    # Overlapping pairs only (a dense id x id matrix is too large for many objects).
+    pairs, inter = np.unique(a[both] * len(area_b) + b[both], return_counts=True)
+    ia, ib = np.divmod(pairs, len(area_b))
+    iou = inter / (area_a[ia] + area_b[ib] - inter)
+    out = np.zeros(n)
+    np.maximum.at(out, ia, iou)
+    return out.astype(np.float32)
+
+
+def flip_agreement(predict_labels, item: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per object (indexed by id): how well the model finds it again in flipped copies of ``item``.
+
+    ``item`` is (C, *spatial); ``predict_labels`` maps an item to its labels. For each
+    spatial axis the item is flipped, predicted and flipped back; an object's agreement
+    is the mean over these flips of its best IoU with an object found there: 1 for an
+    object the model draws the same way whatever the orientation, near 0 for one it
+    finds only by chance (one prediction per spatial axis more).
+    """
+    total = np.zeros(int(np.max(labels, initial=0)) + 1, np.float64)
+    for ax in range(1, item.ndim):
+        flipped = predict_labels(np.ascontiguousarray(np.flip(item, ax)))
+        total += best_iou(labels, np.flip(flipped, ax - 1))
+    return (total / max(1, item.ndim - 1)).astype(np.float32)
 
 
 def measure(labels: np.ndarray, scores: np.ndarray, axes: str) -> Table:
@@ -88,22 +125,37 @@ class ObjectTables:
     def __init__(self, spatial: str, out_axes: str) -> None:
         self.spatial, self.out_axes = spatial, out_axes.replace("C", "")
         self.parts: list[Table] = []
+        self.agreement = False
 
-    def add(self, where: dict[str, int], labels: np.ndarray, scores: np.ndarray, offset: int = 0) -> None:
-        """One item: ``where`` gives its index on each loop axis; ``offset`` was added to its ids."""
-        if offset:
-            # Item ids -> output ids, as the labels were offset (background stays 0).
-            scores = np.concatenate([np.zeros(offset + 1, np.float32), np.asarray(scores, np.float32)[1:]])
+    def add(self, where: dict[str, int], labels: np.ndarray, scores: np.ndarray, offset: int = 0,
+            agreement: np.ndarray | None = None) -> None:
+        """One item: ``where`` gives its index on each loop axis; ``offset`` was added to its ids.
+
+        With ``agreement`` (flip agreement, indexed like ``scores``) the score is the
+        product of the two, and the agreement gets a column of its own.
+        """
+        scores = _shifted(scores, offset)
         part = measure(labels, scores, self.spatial)
+        if agreement is not None:
+            self.agreement = True
+            part[AGREEMENT] = np.clip(_shifted(agreement, offset)[part["label"]], 0.0, 1.0)
+            part["score"] = part["score"] * part[AGREEMENT]
         for a, i in where.items():
             part[f"centroid_{a.lower()}"] = np.full(len(part["label"]), float(i))
         self.parts.append(part)
 
     def table(self) -> Table:
         cols = ["label", "score", "area"] + [f"centroid_{a.lower()}" for a in self.out_axes]
+        cols += [AGREEMENT] if self.agreement else []
         if not self.parts:
             return empty(self.out_axes)
         return {c: np.concatenate([p[c] for p in self.parts]) for c in cols}
+
+
+def _shifted(per_id: np.ndarray, offset: int) -> np.ndarray:
+    """Values indexed by item ids -> by output ids (ids offset by ``offset``; 0 stays background)."""
+    per_id = np.asarray(per_id, np.float32)
+    return np.concatenate([np.zeros(offset + 1, np.float32), per_id[1:]]) if offset else per_id
 
 
 def columns(table: Table) -> list[str]:

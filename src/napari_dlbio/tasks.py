@@ -27,7 +27,7 @@ from .config import PredictSettings, TrainSettings
 from .data import Sample, TrainingData
 from .jobs import Cancelled, JobContext
 from .normalize import as_item, check_dtype, check_shape
-from .objects import OBJECTS, ObjectTables, Table
+from .objects import AGREEMENT, OBJECTS, ObjectTables, Table
 
 OutFactory = Callable[[str, tuple, np.dtype], Any]
 
@@ -211,7 +211,7 @@ class _Writer:
     def write(self, idx: tuple[int, ...], res: dict[str, Any]) -> None:
         plan, offset = self.plan, self.offset
         for name, arr in res.items():
-            if name == OBJECTS:
+            if name in (OBJECTS, AGREEMENT):
                 continue
             if name == SHAPES:
                 # Vector extras (polygons) in item coordinates -> the output's coordinates.
@@ -233,7 +233,7 @@ class _Writer:
         if OBJECTS in res:  # measured on the labels as written (offset): rows name the output's ids
             self.objects = self.objects or ObjectTables(plan.spatial_axes, plan.out_axes())
             lab = np.where(res["labels"] > 0, res["labels"] + offset, 0)  # offset: 0 unless ids made unique
-            self.objects.add(dict(zip(plan.loop_axes, idx)), lab, res[OBJECTS], offset)
+            self.objects.add(dict(zip(plan.loop_axes, idx)), lab, res[OBJECTS], offset, res.get(AGREEMENT))
 
 
 SHAPES = "shapes"  # a model may return a list of (N_vertices, ndim) float arrays under this key
