@@ -204,7 +204,7 @@ class _Run:
         specs = {}
         for name, arr in res.items():
             if name in (bt.SHAPES, OBJECTS, AGREEMENT):
-                continue  # per-object scores are not made blockwise (an object's score would need all its blocks)
+                continue  # no per-object scores blockwise: an object's score would need all its blocks
             arr = np.asarray(arr)
             chan = arr.ndim == nd + 1
             if chan and arr.shape[0] == 1 and "C" not in self.plan.axes:

@@ -128,3 +128,28 @@ def test_threshold_hides_then_apply_makes_a_cleaned_copy(make_napari_viewer, qtb
     assert cleaned.metadata["napari_dlbio"]["cleaned"]["min_score"] == 0.5
     w.set_threshold(0)
     assert all(layer.get_color(int(i))[3] > 0 for i in low)     # back to the layer's own colours
+
+
+def test_predict_dock_results_carry_scores_into_review(make_napari_viewer, qtbot, nuclei2d):
+    from qt_helpers import dock, finished
+
+    from napari_dlbio import backends, data
+
+    img, lab = nuclei2d
+    settings = backends.get("unet").Settings(epochs=6, steps_per_epoch=10, batch_size=4, patch_size=64,
+                                             depth=2, base_width=8, val_patches=2)
+    tasks.train("unet", data.from_arrays(img, lab), settings, save_to="tiny")
+    viewer = make_napari_viewer()
+    viewer.add_image(img, name="nuclei2d")
+    p = dock(viewer, "Predict")
+    p.saved.refresh(select="tiny")
+    p.images.set_checked(["nuclei2d"])
+    p.run()
+    qtbot.waitUntil(finished(p.runner), timeout=60_000)
+    layer = viewer.layers["nuclei2d_tiny"]
+    f = layer.features
+    ids = np.unique(layer.data)
+    assert len(f) and sorted(f["label"]) == ids[ids > 0].tolist()
+    assert f["score"].between(0, 1).all() and list(f["index"]) == list(f["label"])
+    w = _widget(viewer)
+    assert w.layer() is layer and w.table.rowCount() == len(f)

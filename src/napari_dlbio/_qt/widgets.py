@@ -63,8 +63,8 @@ class LayerCombo(QComboBox):
     layer_changed = Signal(object)
 
     def __init__(
-        self, viewer, kinds: tuple[str, ...], none_text: str | None = None, default_none: bool = False, parent=None,
-        accept: Callable[[object], bool] | None = None,
+        self, viewer, kinds: tuple[str, ...], none_text: str | None = None, default_none: bool = False,
+        parent=None, accept: Callable[[object], bool] | None = None,
     ) -> None:
         super().__init__(parent)
         self.viewer = viewer

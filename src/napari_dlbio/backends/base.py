@@ -245,7 +245,9 @@ class ModelBase:
         out = self.postprocess(raw, settings, ctx)
         if settings.flip_agreement and OBJECTS in out:
             # Shared by every instance backend: its own forward + postprocess on flipped copies.
-            again = lambda x: self.postprocess(self.forward(x, settings, ctx), settings, ctx)["labels"]  # noqa: E731
+            def again(x: np.ndarray) -> np.ndarray:
+                return self.postprocess(self.forward(x, settings, ctx), settings, ctx)["labels"]
+
             out[AGREEMENT] = flip_agreement(again, item, out["labels"])
         return out
 
