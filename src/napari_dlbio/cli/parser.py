@@ -107,6 +107,9 @@ def _add_predict(sub, common, specs: dict, backend) -> None:
         "--axes", help="axes of the inputs, e.g. YX, ZYX, TYX, CYX (default: from file or guessed)"
     )
     p.add_argument("--channels", metavar="I,J", help="input channels to use (default: all)")
+    p.add_argument("--objects", action="store_true",
+                   help="also write <stem>_objects.csv beside each output: label,score,area,centroid_* per "
+                   "object (instance models; not for images predicted block by block)")
     _add_large_image_options(p)
     p.add_argument(
         "--cluster", nargs="?", const="", metavar="WHERE",

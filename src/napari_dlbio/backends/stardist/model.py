@@ -17,6 +17,7 @@ from ...blocks import unet_radius
 from ...data import Sample
 from ...jobs import JobContext
 from ...normalize import percentile_normalize
+from ...objects import OBJECTS
 from ...recipe import TorchModel
 from ...store import ModelError, ModelInfo
 from ...tiling import predict_tiled, with_oom_retry
@@ -181,7 +182,7 @@ class StarDistModel(TorchModel):
         return (*self.network_output(self._normalize(item), settings, ctx), item.shape[1:])
 
     def postprocess(self, raw, settings: Predict, ctx: JobContext) -> dict[str, Any]:
-        from .postprocess import candidates, polygons, render
+        from .postprocess import candidates, object_scores, polygons, render
 
         prob, dist, shape = raw
         pt = settings.prob_thresh if settings.prob_thresh is not None else self.thresholds["prob"]
@@ -189,7 +190,8 @@ class StarDistModel(TorchModel):
         ctx.report(0.95, 1.0, "non-maximum suppression")
         points, probi, disti = candidates(prob, dist, self.arch.grid, pt, nt, self.rays)
         labels = render(points, probi, disti, shape, self.rays)
-        out: dict[str, Any] = {"labels": labels}
+        # Object score: the probability of the kept polygon/polyhedron (ids follow the points).
+        out: dict[str, Any] = {"labels": labels, OBJECTS: object_scores(probi)}
         if settings.polygons and self.ndim == 2:
             # Order matches label ids rendered by probability, most probable first.
             out["shapes"] = polygons(points, disti)

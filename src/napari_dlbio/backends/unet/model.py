@@ -19,6 +19,7 @@ from ...data import Sample
 from ...jobs import Deadline, JobContext
 from ...metrics import match
 from ...normalize import percentile_normalize
+from ...objects import OBJECTS
 from ...patches import augment, random_patch
 from ...recipe import TorchModel
 from ...tiling import predict_tiled, with_oom_retry
@@ -238,6 +239,8 @@ class UNetModel(TorchModel):
             seed = self.settings.seed_threshold if settings.seed_threshold is None else settings.seed_threshold
             labels = tg.instances_from_probabilities(prob, fg, seed, settings.min_size, settings.min_seed_size)
         out = {"labels": labels}
+        if not self.semantic:
+            out[OBJECTS] = tg.object_scores(labels, prob)
         if settings.probabilities:
             out["probability"] = prob.astype(np.float32, copy=False)
         return out
