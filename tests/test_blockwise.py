@@ -79,6 +79,10 @@ def test_n2v_blockwise_equals_whole_image(monkeypatch, tmp_path, image):
     model = tasks.train("n2v", data.from_arrays(noisy[:128, :128], None, "YX", 2), s, None, JobContext()).model
     res = blockwise_agreement(model, noisy, 128, be.Predict(device="cpu", tta=False))
     assert res["relative"] <= 1e-3, res
+    # Whole-image prediction in tiles (what large images get) equals it in one tile too.
+    one = model.predict(noisy[None], be.Predict(device="cpu", tta=False))["image"]
+    tiled = model.predict(noisy[None], be.Predict(device="cpu", tta=False, tile_size=256))["image"]
+    assert np.abs(tiled - one).max() <= 1e-4 * (one.max() - one.min())
 
 
 def test_cellpose_blocks_use_the_whole_images_normalisation(tmp_path, image):

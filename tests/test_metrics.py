@@ -39,14 +39,16 @@ def test_known_case():
     assert m.as_dict()["precision"] == pytest.approx(1 / 3)
 
 
-def test_iou_must_exceed_threshold():
+def test_iou_at_the_threshold_matches_as_in_stardist():
     t = np.zeros((10, 10), np.int32)
     t[:, :4] = 1             # 40 px
     p = np.zeros_like(t)
-    p[:, :2] = 1             # 20 px inside: IoU exactly 0.5 is not a match
-    assert match(t, p).tp == 0
-    p[0, 2] = 1              # 21 px: IoU 0.525
+    p[:, :2] = 1             # 20 px inside: IoU exactly 0.5 is a match (stardist: IoU >= thresh)
     assert match(t, p).tp == 1
+    p[:, :2] = 0
+    p[:, 0] = 1
+    p[:9, 1] = 1             # 19 px: IoU 0.475
+    assert match(t, p).tp == 0
 
 
 def test_errors():

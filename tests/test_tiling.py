@@ -106,3 +106,23 @@ def test_is_out_of_memory():
     assert is_out_of_memory(MemoryError())
     assert is_out_of_memory(RuntimeError("MPS backend out of memory"))
     assert not is_out_of_memory(RuntimeError("shape mismatch"))
+
+
+@pytest.mark.parametrize("shape,tile,grid", [((300, 260), 96, 1), ((40, 70, 90), 32, 1), ((256, 192), 64, 2)])
+def test_margin_makes_tiling_exact_for_a_local_filter(shape, tile, grid):
+    """A filter that sees zeros past each tile's border (like a network's padding): with the
+    filter's radius as margin, the tiled output equals the one-tile output; without, it does not."""
+    from scipy import ndimage
+
+    radius = 5
+
+    def fn(batch):
+        out = np.stack([ndimage.uniform_filter(b[0], 2 * radius + 1, mode="constant") for b in batch])[:, None]
+        return out[(slice(None), slice(None)) + (slice(None, None, grid),) * (out.ndim - 2)]
+
+    x = np.random.default_rng(0).random((1, *shape)).astype(np.float32)
+    whole = predict_tiled(fn, x, 1, None, grid=grid)
+    exact = predict_tiled(fn, x, 1, tile, overlap=4, grid=grid, margin=radius)
+    plain = predict_tiled(fn, x, 1, tile, overlap=4, grid=grid)
+    assert np.abs(exact - whole).max() < 1e-5
+    assert np.abs(plain - whole).max() > 1e-2

@@ -8,6 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from napari_dlbio import store  # noqa: E402
+from napari_dlbio.blocks import unet_radius  # noqa: E402
 from napari_dlbio.backends import get  # noqa: E402
 from napari_dlbio.data import Sample  # noqa: E402
 from napari_dlbio.jobs import JobContext  # noqa: E402
@@ -116,6 +117,12 @@ def test_tiled_and_untiled_prediction_agree(trained):
     diff = np.abs(whole["probability"] - tiled["probability"])
     assert diff.mean() < 0.01
     assert match(whole["labels"], tiled["labels"]).ap >= 0.9
+    # Tiles of at least 4 receptive radii overlap by two radii and keep only outputs that saw
+    # no padding: then tiled equals whole up to float rounding.
+    big = 4 * unet_radius(model.settings.depth) // 8 * 8 + 8
+    exact = model.predict(img[None], BE.Predict(probabilities=True, tile_size=big), JobContext())
+    assert np.abs(whole["probability"] - exact["probability"]).max() < 1e-4
+    assert np.array_equal(whole["labels"], exact["labels"])
 
 
 def test_save_load_round_trip_gives_identical_output(trained, tmp_path):

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from .axes import ItemPlan, guess_axes, validate_axes
+from .objects import features
 from .tasks import SHAPES
 
 PROVENANCE_KEY = "napari_dlbio"
@@ -178,6 +179,9 @@ def prediction_layers(
             meta.update(shape_type="polygon", edge_color="yellow", face_color="transparent", edge_width=1)
             out.append((list(arr), meta, "shapes"))
         elif key == "labels":
+            if prediction.objects is not None and _unique(prediction.objects["label"]):
+                # napari's tooltip and table widgets show them; the Review dock sorts by score.
+                meta["features"] = features(prediction.objects)
             out.append((np.asarray(arr).astype(np.int32, copy=False), meta, "labels"))
         else:
             meta["blending"] = "additive" if not main else "translucent"
@@ -185,6 +189,11 @@ def prediction_layers(
                 meta["colormap"] = "magma"
             out.append((arr, meta, "image"))
     return out
+
+
+def _unique(ids) -> bool:
+    """Whether ids name one object each (not so for stacks predicted without unique labels)."""
+    return len(np.unique(ids)) == len(ids)
 
 
 # --- training-data summary ---------------------------------------------------------

@@ -30,6 +30,7 @@ from .blockstate import BlockState, load_arrays, save_arrays
 from .blocktasks import open_image, read_region, resolve_model  # noqa: F401 - the contract's helpers
 from .jobs import Cancelled, JobContext
 from .normalize import IntensitySample, bounds_key
+from .objects import AGREEMENT, OBJECTS
 
 __all__ = ["BlockOptions", "DiskOutputs", "Runner", "SerialRunner", "call_with_retry", "predict_blockwise",
            "read_region", "resolve_model", "wanted"]
@@ -202,8 +203,8 @@ class _Run:
         res = self.model.predict(bt.ItemRef(self.image, self.plan, first).read(region), self.settings)
         specs = {}
         for name, arr in res.items():
-            if name == bt.SHAPES:
-                continue
+            if name in (bt.SHAPES, OBJECTS, AGREEMENT):
+                continue  # no per-object scores blockwise: an object's score would need all its blocks
             arr = np.asarray(arr)
             chan = arr.ndim == nd + 1
             if chan and arr.shape[0] == 1 and "C" not in self.plan.axes:

@@ -87,3 +87,6 @@ class PredictSettings(Settings):
                               json_schema_extra={"advanced": True})
     batch_size: int = Field(4, ge=1, le=1024, description="Tiles per network call",
                             json_schema_extra={"advanced": True})
+    flip_agreement: bool = Field(
+        False, description="Instance models: also predict flipped copies; each object's score is multiplied "
+        "by how well they find it again (one more prediction per axis)", json_schema_extra={"advanced": True})

@@ -123,7 +123,9 @@ def read_info(folder: str | Path) -> ModelInfo:
     try:
         return ModelInfo(
             path=folder,
-            name=data["name"],
+            # The folder is the model's name (what ``resolve`` finds it by); a rename
+            # (store_actions) or a copy made in a file manager changes only that.
+            name=folder.name,
             backend=data["backend"],
             settings=data.get("settings", {}),
             created=data.get("created", ""),

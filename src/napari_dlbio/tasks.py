@@ -27,6 +27,7 @@ from .config import PredictSettings, TrainSettings
 from .data import Sample, TrainingData
 from .jobs import Cancelled, JobContext
 from .normalize import as_item, check_dtype, check_shape
+from .objects import AGREEMENT, OBJECTS, ObjectTables, Table
 
 OutFactory = Callable[[str, tuple, np.dtype], Any]
 
@@ -39,6 +40,7 @@ class Prediction:
     seconds: float = 0.0
     cancelled: bool = False
     n_items: int = 0
+    objects: Table | None = None  # a row per object (objects.py); None: no scores (images, semantic, blocks)
 
 
 class ZarrOutputs:
@@ -185,7 +187,8 @@ def _predict_items(model, image, plan: ItemPlan, settings, ctx: JobContext, out,
         writer.write(idx, res)
         done = k + 1
         ctx.report(done, n, f"{done}/{n} {'slices' if n > 1 else 'image'}")
-    return Prediction(writer.outputs, writer.axes, model_name(model), time.monotonic() - start, cancelled, done)
+    return Prediction(writer.outputs, writer.axes, model_name(model), time.monotonic() - start, cancelled, done,
+                      writer.objects.table() if writer.objects else None)
 
 
 def _predict_blockwise(model, image, plan, settings, ctx, out, unique_labels, blocks) -> Prediction:
@@ -203,10 +206,13 @@ class _Writer:
         self.outputs: dict[str, Any] = {}
         self.axes: dict[str, str] = {}
         self.offset = 0
+        self.objects: ObjectTables | None = None
 
     def write(self, idx: tuple[int, ...], res: dict[str, Any]) -> None:
-        plan = self.plan
+        plan, offset = self.plan, self.offset
         for name, arr in res.items():
+            if name in (OBJECTS, AGREEMENT):
+                continue
             if name == SHAPES:
                 # Vector extras (polygons) in item coordinates -> the output's coordinates.
                 self.outputs.setdefault(SHAPES, []).extend(_place_shapes(arr, plan, idx))
@@ -224,6 +230,10 @@ class _Writer:
                 arr = np.where(arr > 0, arr + self.offset, 0).astype(arr.dtype)
                 self.offset = max(self.offset, int(arr.max()))
             plan.write(self.outputs[name], idx, arr, channels=chan)
+        if OBJECTS in res:  # measured on the labels as written (offset): rows name the output's ids
+            self.objects = self.objects or ObjectTables(plan.spatial_axes, plan.out_axes())
+            lab = np.where(res["labels"] > 0, res["labels"] + offset, 0)  # offset: 0 unless ids made unique
+            self.objects.add(dict(zip(plan.loop_axes, idx)), lab, res[OBJECTS], offset, res.get(AGREEMENT))
 
 
 SHAPES = "shapes"  # a model may return a list of (N_vertices, ndim) float arrays under this key

@@ -33,12 +33,14 @@ _SKIP = set(sf.SKIP)
 _ALSO_ADVANCED = {"device", "seed", "val_fraction", "steps_per_epoch", "tile_size", "tile_overlap"}
 
 
-def _label(name: str) -> str:
+def field_label(name: str) -> str:
+    """A field's name as a form (or the Models dock's settings table) shows it."""
     special = {"minutes": "time budget (min)", "learning_rate": "learning rate", "labels_zero": "label 0 means"}
     return special.get(name, name.replace(".", " ").replace("_", " "))
 
 
-def _advanced(spec) -> bool:
+def is_advanced(spec) -> bool:
+    """Whether a field goes into the folded "Advanced" part of a form or settings table."""
     return bool(spec.advanced or spec.group or spec.name in _ALSO_ADVANCED)
 
 
@@ -75,7 +77,7 @@ class SettingsForm(QWidget):
         lay.addLayout(basic)
         self.advanced = None
         adv_layout = None
-        if any(_advanced(f) for f in specs):
+        if any(is_advanced(f) for f in specs):
             from superqt import QCollapsible
 
             self.advanced = QCollapsible("Advanced settings", self, expandedIcon="▼", collapsedIcon="▶")
@@ -89,7 +91,7 @@ class SettingsForm(QWidget):
             w = self._make_widget(spec)
             w.setToolTip(spec.help())
             self._entries[spec.name] = _Entry(spec, w)
-            (adv_layout if _advanced(spec) else basic).addRow(_label(spec.name), w)
+            (adv_layout if is_advanced(spec) else basic).addRow(field_label(spec.name), w)
         if values:
             self.set_values(values)
 

@@ -63,10 +63,12 @@ class LayerCombo(QComboBox):
     layer_changed = Signal(object)
 
     def __init__(
-        self, viewer, kinds: tuple[str, ...], none_text: str | None = None, default_none: bool = False, parent=None
+        self, viewer, kinds: tuple[str, ...], none_text: str | None = None, default_none: bool = False,
+        parent=None, accept: Callable[[object], bool] | None = None,
     ) -> None:
         super().__init__(parent)
         self.viewer = viewer
+        self.accept = accept  # a further test of the layers listed (the Review dock: scored labels)
         self.default_none = default_none
         self.kinds = kinds
         self.none_text = none_text
@@ -83,7 +85,8 @@ class LayerCombo(QComboBox):
 
     def refresh(self) -> None:
         current = self.currentText()
-        names = [lay.name for lay in self.viewer.layers if _layer_kind(lay) in self.kinds]
+        names = [lay.name for lay in self.viewer.layers
+                 if _layer_kind(lay) in self.kinds and (self.accept is None or self.accept(lay))]
         items = ([self.none_text] if self.none_text else []) + names
         if items == [self.itemText(i) for i in range(self.count())]:
             return

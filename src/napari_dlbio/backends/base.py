@@ -229,16 +229,27 @@ class ModelBase:
         """One item ``(C, *spatial)`` float32, raw intensities -> named outputs.
 
         Labels backends return ``{"labels": int32 (*spatial), ...}`` and may add float
-        images; image backends return ``{"image": float32 (C', *spatial)}``. The
-        default runs :meth:`forward` then :meth:`postprocess`.
+        images and, under ``objects`` (:data:`napari_dlbio.objects.OBJECTS`), per-object
+        scores in [0, 1] indexed by label id; image backends return ``{"image": float32
+        (C', *spatial)}``. The default runs :meth:`forward` then :meth:`postprocess`
+        (again on flipped copies for ``settings.flip_agreement``).
         """
         from ..jobs import JobContext
+        from ..objects import AGREEMENT, OBJECTS, flip_agreement
 
         ctx = ctx or JobContext()
         settings = self.coerce_predict(settings)
-        raw = self.forward(self.check_item(item, settings), settings, ctx)
+        item = self.check_item(item, settings)
+        raw = self.forward(item, settings, ctx)
         ctx.check()
-        return self.postprocess(raw, settings, ctx)
+        out = self.postprocess(raw, settings, ctx)
+        if settings.flip_agreement and OBJECTS in out:
+            # Shared by every instance backend: its own forward + postprocess on flipped copies.
+            def again(x: np.ndarray) -> np.ndarray:
+                return self.postprocess(self.forward(x, settings, ctx), settings, ctx)["labels"]
+
+            out[AGREEMENT] = flip_agreement(again, item, out["labels"])
+        return out
 
     def coerce_predict(self, settings: Any) -> Any:
         Predict = self.spec.Predict

@@ -7,7 +7,8 @@ GUI uses. Each backend's options are generated from its pydantic settings (see
 print one line and exit with status 2 (``--debug`` shows the traceback).
 
 One module per command (:mod:`.train`, :mod:`.predict`, :mod:`.models`,
-:mod:`.demo`, :mod:`.suggest`); :mod:`.parser` builds the parser. This module only dispatches.
+:mod:`.demo`, :mod:`.evaluate`, :mod:`.suggest`); :mod:`.parser` builds the parser. This module only
+dispatches.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from ..formatting import USER_ERRORS, describe_error
 from ..formatting import clock as _clock
 from .demo import DEMO_ENOUGH_STEPS, DEMO_TEST_SEED, DEMO_TRAIN_SEEDS, _demo_gui, cmd_demo, demo_settings
 from .images import _expand_inputs, _file_axes, _guess_for_model, _OpenImage, _out_name, _TiffOutputs
+from .evaluate import cmd_evaluate
 from .models import cmd_models
 from .parser import backend_spec, backends_for, build_parser
 from .predict import cmd_predict
@@ -43,6 +45,7 @@ __all__ = [
     "ProgressBar",
     "build_parser",
     "cmd_demo",
+    "cmd_evaluate",
     "cmd_models",
     "cmd_predict",
     "cmd_train",
@@ -108,6 +111,8 @@ def _run(argv: list[str]) -> int:
         return cmd_models(args)
     if args.command == "demo":
         return cmd_demo(args)
+    if args.command == "evaluate":
+        return cmd_evaluate(args)
     if args.command == "suggest":
         from .suggest import cmd_suggest
 

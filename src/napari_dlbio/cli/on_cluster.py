@@ -9,6 +9,7 @@ the workers report.
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -66,6 +67,9 @@ def cmd_predict_on_cluster(args, backend) -> int:
     todo = [FileTask(str(f.resolve()), str(out_dir.resolve()), source, settings, job.channels, job.axes, large)
             for f in files]
     out_dir.mkdir(parents=True, exist_ok=True)
+    if args.objects:
+        print("--objects: not supported with --cluster yet; no objects tables are written",
+              file=sys.stderr, flush=True)
     spec = args.cluster or f"${ADDRESS_ENV}"
     job.log(f"starting a local cluster ({spec})..." if spec.startswith("local:")
             else f"connecting to {spec}...")

@@ -12,7 +12,9 @@ from collections.abc import Sequence
 
 from .. import __version__, backends, store
 from .common import PROG, CLIError
+from .evaluate import add_parser as add_evaluate_parser
 from .options import add_settings_options
+from .suggest import add_parser as add_suggest_parser
 
 
 def _common() -> argparse.ArgumentParser:
@@ -37,9 +39,8 @@ def build_parser(train_backend=None, predict_backend=None) -> argparse.ArgumentP
     _add_predict(sub, common, specs, predict_backend)
     _add_models(sub, common)
     _add_demo(sub, common)
-    from .suggest import add_parser as _add_suggest
-
-    _add_suggest(sub, common)
+    add_evaluate_parser(sub, common)
+    add_suggest_parser(sub, common)
     return parser
 
 
@@ -108,6 +109,9 @@ def _add_predict(sub, common, specs: dict, backend) -> None:
         "--axes", help="axes of the inputs, e.g. YX, ZYX, TYX, CYX (default: from file or guessed)"
     )
     p.add_argument("--channels", metavar="I,J", help="input channels to use (default: all)")
+    p.add_argument("--objects", action="store_true",
+                   help="also write <stem>_objects.csv beside each output: label,score,area,centroid_* per "
+                   "object (instance models; not for images predicted block by block)")
     _add_large_image_options(p)
     p.add_argument(
         "--cluster", nargs="?", const="", metavar="WHERE",

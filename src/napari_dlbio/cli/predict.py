@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ class _Job:
     large: LargeImageOptions
     runner: Any = None             # blocks of large images on a Dask cluster (--cluster)
     source: Any = None             # the model as the cluster's workers load it (a ModelSource)
+    objects: bool = False          # --objects: a <stem>_objects.csv per output
 
 
 def cmd_predict(args, backend) -> int:
@@ -47,7 +49,8 @@ def cmd_predict(args, backend) -> int:
     files, out_dir, settings, large = _inputs(args, backend)
     model = _load_model(args.model, args.backend)
     job = _Job(model, settings, channels_option(args.channels), args.axes, out_dir, _log(args),
-               ProgressBar("predict", enabled=not args.quiet), args.quiet, large)
+               ProgressBar("predict", enabled=not args.quiet), args.quiet, large,
+               objects=args.objects)
     job.log(f"predicting {len(files)} image(s) with {tasks.model_name(model)} ({model.backend})")
     start = time.monotonic()
     return _finish(job, *_predict_all(job, files), start)
@@ -184,12 +187,27 @@ def _write(job: _Job, f: Path, pred, outputs) -> list[Path]:
     try:
         if tasks.SHAPES in pred.outputs:
             outputs.add_shapes(pred.outputs[tasks.SHAPES], pred.axes[tasks.SHAPES])
-        return outputs.finalize(attrs={"model": pred.model})
+        written = outputs.finalize(attrs={"model": pred.model})
     except BaseException as exc:
         if is_disk_full(exc):
             raise disk_full(f, outputs, job.out_dir) from None
         keep_partial(job, f, outputs)
         raise
+    return written + _write_objects(job, f, pred, outputs)
+
+
+def _write_objects(job: _Job, f: Path, pred, outputs) -> list[Path]:
+    """``<stem>_objects.csv`` (--objects) beside the output, once the output is finished."""
+    from ..objects import write_csv
+
+    if not job.objects:
+        return []
+    if pred.objects is None:
+        why = ("the model gives no per-object scores" if job.model.output != "labels" or job.model.semantic
+               else "per-object scores are not computed for images predicted block by block")
+        print(f"{f.name}: no objects table: {why}", file=sys.stderr, flush=True)
+        return []
+    return [write_csv(pred.objects, outputs.extra_path("objects", ".csv"))]
 
 
 def _count_objects(job: _Job, pred) -> str | None:

@@ -21,6 +21,7 @@ from ... import device as devices
 from ... import store
 from ...config import TrainSettings
 from ...jobs import JobContext
+from ...objects import OBJECTS, mean_per_object
 from .finetune import CellposeTraining
 from .inputs import prepare_input
 from .locate import WEIGHTS, resolve
@@ -71,6 +72,18 @@ def open_cellpose(path: Path, device=None):
         raise store.ModelError(
             f"{path} does not match the Cellpose-SAM network: {len(own ^ set(state))} weights differ in name")
     return cp
+
+
+def _object_scores(labels: np.ndarray, cellprob, spatial) -> np.ndarray:
+    """Per-object scores indexed by label id: the mean cell probability over the mask.
+
+    Cellpose's cell probability is a logit; its sigmoid averaged over the mask's pixels
+    is in [0, 1]: high for a cell the network is sure of, low for a faint or spurious one.
+    (The flow error Cellpose thresholds masks with is not kept: it needs the flows of
+    the masks recomputed, as costly as the masks themselves on a CPU.)
+    """
+    logit = np.asarray(cellprob, np.float32).reshape(spatial)
+    return mean_per_object(labels, 1.0 / (1.0 + np.exp(-np.clip(logit, -30, 30))))
 
 
 def _same_device(a, b) -> bool:
@@ -232,6 +245,7 @@ class CellposeModel(CellposeTraining):
             cp.net = master
         spatial = x.shape[1:]
         out = {"labels": np.asarray(masks).reshape(spatial).astype(np.int32, copy=False)}
+        out[OBJECTS] = _object_scores(out["labels"], prob, spatial)
         if s.return_flows:
             out["flows"] = np.asarray(dp, np.float32).reshape((-1, *spatial))
             out["cellprob"] = np.asarray(prob, np.float32).reshape(spatial)

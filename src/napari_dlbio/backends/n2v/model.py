@@ -148,8 +148,9 @@ class N2VModel(ModelBase):
             return out.float().cpu().numpy()
 
         def run(tile_, batch_size):
+            # The receptive radius as margin: tiled output equals one-tile output (no seams).
             return predict_tiled(fn, x, item.shape[0], tile_, settings.tile_overlap, multiple,
-                                 batch_size=batch_size, ctx=ctx)
+                                 batch_size=batch_size, ctx=ctx, margin=self.block_needs(settings).halo)
 
         try:
             out = with_oom_retry(run, tile, settings.batch_size)

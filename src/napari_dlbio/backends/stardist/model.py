@@ -17,6 +17,7 @@ from ...blocks import unet_radius
 from ...data import Sample
 from ...jobs import JobContext
 from ...normalize import percentile_normalize
+from ...objects import OBJECTS
 from ...recipe import TorchModel
 from ...store import ModelError, ModelInfo
 from ...tiling import predict_tiled, with_oom_retry
@@ -160,25 +161,28 @@ class StarDistModel(TorchModel):
         def run(tile_size, batch_size):
             return predict_tiled(fn, x, 1 + self.arch.n_rays, tile=tile_size, overlap=settings.tile_overlap,
                                  multiple=self.arch.multiple, grid=self.arch.grid, batch_size=batch_size,
-                                 ctx=ctx)
+                                 ctx=ctx, margin=self._receptive_radius())
 
         out = with_oom_retry(run, tile, settings.batch_size)
         return out[0], np.moveaxis(out[1:], 0, -1)
 
     # -- prediction -------------------------------------------------------------
+    def _receptive_radius(self) -> tuple[int, ...]:
+        """Input pixels each output sees, per axis (the grid stem included)."""
+        a = self.arch
+        return tuple(unet_radius(a.depth, a.n_conv_per_depth, a.kernel_size, g) + g * a.kernel_size for g in a.grid)
+
     def block_needs(self, settings: Predict) -> BlockNeeds:
         """Halo: the network's receptive field and room for an object; blocks on the grid x pooling."""
-        a = self.arch
-        halo = tuple(max(unet_radius(a.depth, a.n_conv_per_depth, a.kernel_size, g) + g * a.kernel_size, OBJECT_HALO)
-                     for g in a.grid)
-        return BlockNeeds(halo=halo, multiple=a.multiple)
+        halo = tuple(max(r, OBJECT_HALO) for r in self._receptive_radius())
+        return BlockNeeds(halo=halo, multiple=self.arch.multiple)
 
     def forward(self, item: np.ndarray, settings: Predict, ctx: JobContext) -> tuple:
         """``(prob, dist, spatial shape)``: the network's output and the shape labels are drawn in."""
         return (*self.network_output(self._normalize(item), settings, ctx), item.shape[1:])
 
     def postprocess(self, raw, settings: Predict, ctx: JobContext) -> dict[str, Any]:
-        from .postprocess import candidates, polygons, render
+        from .postprocess import candidates, object_scores, polygons, render
 
         prob, dist, shape = raw
         pt = settings.prob_thresh if settings.prob_thresh is not None else self.thresholds["prob"]
@@ -186,7 +190,8 @@ class StarDistModel(TorchModel):
         ctx.report(0.95, 1.0, "non-maximum suppression")
         points, probi, disti = candidates(prob, dist, self.arch.grid, pt, nt, self.rays)
         labels = render(points, probi, disti, shape, self.rays)
-        out: dict[str, Any] = {"labels": labels}
+        # Object score: the probability of the kept polygon/polyhedron (ids follow the points).
+        out: dict[str, Any] = {"labels": labels, OBJECTS: object_scores(probi)}
         if settings.polygons and self.ndim == 2:
             # Order matches label ids rendered by probability, most probable first.
             out["shapes"] = polygons(points, disti)

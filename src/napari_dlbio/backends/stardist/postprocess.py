@@ -46,3 +46,12 @@ def polygons(points: np.ndarray, disti: np.ndarray) -> list[np.ndarray]:
         return []
     coord = dist_to_coord(disti, points)  # (N, 2, R)
     return [np.ascontiguousarray(c.T, dtype=np.float32) for c in coord]
+
+
+def object_scores(probi: np.ndarray) -> np.ndarray:
+    """Per-object scores indexed by label id: :func:`render` gives the i-th point id i + 1.
+
+    The score is the network's object probability at the polygon's (polyhedron's)
+    centre, the probability NMS kept it with: in [0, 1], high for a confident nucleus.
+    """
+    return np.concatenate([[0.0], np.clip(np.asarray(probi, np.float64), 0.0, 1.0)]).astype(np.float32)

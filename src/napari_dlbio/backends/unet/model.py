@@ -19,6 +19,7 @@ from ...data import Sample
 from ...jobs import Deadline, JobContext
 from ...metrics import match
 from ...normalize import percentile_normalize
+from ...objects import OBJECTS
 from ...patches import augment, random_patch
 from ...recipe import TorchModel
 from ...tiling import predict_tiled, with_oom_retry
@@ -219,8 +220,9 @@ class UNetModel(TorchModel):
         tile = settings.tile_size or devices.auto_tile(x.shape[1:], net.multiple, voxel_bytes, dev)
 
         def run(t, b):
+            # The receptive radius as margin: tiles stitch into the one-tile output (no seams).
             return predict_tiled(fn, x, _n_outputs(self.settings), t, settings.tile_overlap, net.multiple,
-                                 batch_size=b, ctx=ctx)
+                                 batch_size=b, ctx=ctx, margin=unet_radius(self.settings.depth))
 
         try:
             return with_oom_retry(run, tile, settings.batch_size)
@@ -237,6 +239,8 @@ class UNetModel(TorchModel):
             seed = self.settings.seed_threshold if settings.seed_threshold is None else settings.seed_threshold
             labels = tg.instances_from_probabilities(prob, fg, seed, settings.min_size, settings.min_seed_size)
         out = {"labels": labels}
+        if not self.semantic:
+            out[OBJECTS] = tg.object_scores(labels, prob)
         if settings.probabilities:
             out["probability"] = prob.astype(np.float32, copy=False)
         return out

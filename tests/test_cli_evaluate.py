@@ -1,0 +1,131 @@
+"""``napari-dlbio evaluate``: the table, the CSV, bad input, and agreement with stardist on DSB 2018."""
+
+import csv
+
+import numpy as np
+import pytest
+import tifffile
+from scipy import ndimage as ndi
+
+from napari_dlbio import samples
+from napari_dlbio.cli import main
+from napari_dlbio.scoreboard import CSV_COLUMNS
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    pytest.importorskip("torch")
+    from napari_dlbio import backends, data, tasks
+
+    img, lab = samples.nuclei_2d((256, 256), seed=1)
+    settings = backends.get("unet").Settings(epochs=6, steps_per_epoch=10, batch_size=4, patch_size=64,
+                                             depth=2, base_width=8, val_patches=2)
+    path = tmp_path_factory.mktemp("model") / "tiny"
+    tasks.train("unet", data.from_arrays(img, lab), settings, save_to=path)
+    return path
+
+
+def _folders(tmp_path, n=3):
+    """images/, labels/ and two other tools' results: exact/ (the truth) and eroded/."""
+    for sub in ("images", "labels", "exact", "eroded"):
+        (tmp_path / sub).mkdir()
+    for k in range(n):
+        img, lab = samples.nuclei_2d((96, 112), seed=20 + k)
+        tifffile.imwrite(tmp_path / "images" / f"im{k}.tif", img)
+        for sub, arr in (("labels", lab), ("exact", lab), ("eroded", ndi.grey_erosion(lab, 5))):
+            tifffile.imwrite(tmp_path / sub / f"im{k}.tif", arr.astype(np.uint16))
+    return tmp_path
+
+
+def _rows(path):
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_evaluate_prints_the_table_best_first_and_writes_the_csv(model, tmp_path, capsys):
+    d = _folders(tmp_path)
+    rc = main(["evaluate", "--model", str(model), "--predictions", str(d / "eroded"), "--predictions",
+               str(d / "exact"), "--images", str(d / "images"), "--labels", str(d / "labels"), "--csv",
+               str(d / "scores.csv"), "-q"])
+    out = capsys.readouterr().out.splitlines()
+    assert rc == 0 and out[0].split()[:2] == ["CANDIDATE", "AP@0.50"]
+    assert [line.split()[0] for line in out[1:]][0] == "exact" and len(out) == 4
+    aps = [float(line.split()[1]) for line in out[1:]]
+    assert aps == sorted(aps, reverse=True) and aps[0] == 1.0
+    rows = _rows(d / "scores.csv")
+    assert tuple(rows[0]) == CSV_COLUMNS and len(rows) == 3 * 4
+    assert [r["item"] for r in rows[:4]] == ["im0.tif", "im1.tif", "im2.tif", "all"]
+    tiny = [r for r in rows if r["candidate"] == "tiny"]
+    mean = np.mean([float(r["AP@0.50"]) for r in tiny[:3]])
+    assert float(tiny[3]["AP@0.50"]) == pytest.approx(mean, abs=1e-6) and mean > 0.5
+
+
+def test_evaluate_sorts_by_another_metric(tmp_path, capsys):
+    d = _folders(tmp_path, n=2)
+    assert main(["evaluate", "--predictions", str(d / "eroded"), "--predictions", str(d / "exact"),
+                 "--images", str(d / "images"), "--labels", str(d / "labels"), "--sort", "recall@0.50",
+                 "-q"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "recall@0.50" in out[0] and out[1].startswith("exact")
+
+
+@pytest.mark.parametrize("extra, message", [
+    ([], "at least one --model"),
+    (["--predictions", "{d}/nowhere"], "nowhere"),
+    (["--pretrained", "cpsam", "--predictions", "{d}/exact"], "BACKEND:NAME"),
+    (["--pretrained", "nope:cpsam"], "no backend 'nope'"),
+    (["--predictions", "{d}/exact", "--sort", "AP"], "invalid choice"),
+])
+def test_bad_input_is_one_clear_message(tmp_path, capsys, extra, message):
+    d = _folders(tmp_path, n=1)
+    argv = ["evaluate", "--images", str(d / "images"), "--labels", str(d / "labels"), "-q"]
+    rc = main(argv + [a.format(d=d) for a in extra])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and "Traceback" not in err
+
+
+def test_labels_with_nothing_annotated_are_refused(tmp_path, capsys):
+    d = _folders(tmp_path, n=2)
+    for f in (d / "labels").iterdir():
+        tifffile.imwrite(f, np.zeros((96, 112), np.uint16))
+    rc = main(["evaluate", "--predictions", str(d / "exact"), "--images", str(d / "images"), "--labels",
+               str(d / "labels"), "--csv", str(d / "s.csv"), "-q"])
+    assert rc == 2 and "hold only 0" in capsys.readouterr().err and not (d / "s.csv").exists()
+
+
+def test_evaluate_on_dsb2018_agrees_with_stardist(shared_data, model, tmp_path, capsys):
+    """A few validation images: the tiny model and a perturbed copy of the masks, per image and on average."""
+    pytest.importorskip("stardist")
+    from stardist.matching import matching
+
+    from napari_dlbio import tasks
+
+    val = shared_data / "dsb2018" / "val"
+    names = sorted(p.name for p in (val / "masks").glob("*.tif"))[:3]
+    for sub in ("images", "masks", "other"):
+        (tmp_path / sub).mkdir()
+    for n in names:
+        (tmp_path / "images" / n).symlink_to(val / "images" / n)
+        (tmp_path / "masks" / n).symlink_to(val / "masks" / n)
+        grown = ndi.grey_dilation(tifffile.imread(val / "masks" / n), size=5)
+        tifffile.imwrite(tmp_path / "other" / n, grown)
+    assert main(["evaluate", "--model", str(model), "--predictions", str(tmp_path / "other"), "--images",
+                 str(tmp_path / "images"), "--labels", str(tmp_path / "masks"), "--csv",
+                 str(tmp_path / "s.csv"), "-q"]) == 0
+    rows = {(r["candidate"], r["item"]): r for r in _rows(tmp_path / "s.csv")}
+    net = tasks.load_model(model)
+    for n in names:
+        true = tifffile.imread(val / "masks" / n)
+        preds = {"tiny": tasks.predict(net, tifffile.imread(val / "images" / n)).outputs["labels"],
+                 "other": tifffile.imread(tmp_path / "other" / n)}
+        for cand, pred in preds.items():
+            row = rows[(cand, n)]
+            for t in (0.5, 0.75, 0.9):
+                ref = matching(true, pred, thresh=t).accuracy
+                assert float(row[f"AP@{t:.2f}"]) == pytest.approx(ref, abs=1e-6)
+            ref = matching(true, pred, thresh=0.5)
+            assert float(row["PQ"]) == pytest.approx(ref.panoptic_quality, abs=1e-6)
+            assert float(row["mean_iou"]) == pytest.approx(ref.mean_matched_score, abs=1e-6)
+    for cand in ("tiny", "other"):
+        mean = np.mean([float(rows[(cand, n)]["AP@0.50"]) for n in names])
+        assert float(rows[(cand, "all")]["AP@0.50"]) == pytest.approx(mean, abs=1e-6)
