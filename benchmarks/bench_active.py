@@ -23,6 +23,7 @@ candidate 4 times, the largest cost of a round after training).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -48,6 +49,9 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--end", type=int, default=50, help="images annotated in the last round (default: 50)")
     ap.add_argument("--pool", type=int, default=0,
                     help="rank at most N unannotated images per round, drawn at random (default: all)")
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds run are first-seed ... first-seed + seeds - 1")
+    ap.add_argument("--rows", type=Path, help="also save the measured rows (JSON), to combine runs")
+    ap.add_argument("--combine", type=Path, nargs="+", help="no run: table and plot of saved rows (parallel runs)")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--plot", type=Path, default=Path("bench_active.png"), help="where to write the plot")
     ap.add_argument("--quick", action="store_true", help="tiny synthetic run (smoke test, seconds)")
@@ -196,8 +200,20 @@ def plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def report(rows: list[dict], args, header: str) -> None:
+    print(f"\n{header}")
+    print(table(rows))
+    print(goal(rows))
+    plot(rows, args.plot)
+    print(f"plot: {args.plot}")
+
+
 def main(argv=None) -> int:
     args = parse(argv)
+    if args.combine:  # seeds run in parallel processes (one torch thread each), reported together
+        rows = [r for f in args.combine for r in json.loads(f.read_text())]
+        report(rows, args, f"combined: {len(args.combine)} run(s), seeds {sorted({r['seed'] for r in rows})}")
+        return 0
     if not args.quick and not (args.data / "train" / "images").is_dir():
         print(f"no DSB2018 data at {args.data}; see ../shared/data/README.md")
         return 1
@@ -206,17 +222,16 @@ def main(argv=None) -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-active-"))
     start, load_before = time.monotonic(), os.getloadavg()[0]
     try:
-        rows = [r for seed in range(args.seeds) for r in run_seed(args, seed, train, val, work)]
+        seeds = range(args.first_seed, args.first_seed + args.seeds)
+        rows = [r for seed in seeds for r in run_seed(args, seed, train, val, work)]
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    if args.rows:
+        args.rows.write_text(json.dumps(rows, indent=1))
     what = "synthetic (--quick)" if args.quick else f"DSB2018 train {len(train)} / val {len(val)} images"
-    print(f"\n{what}; U-Net, {'tiny settings' if args.quick else f'{args.budget:.0f} s per round'}, "
-          f"{args.seeds} seed(s); {time.monotonic() - start:.0f} s in all; load average "
-          f"{load_before:.1f} -> {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-    print(table(rows))
-    print(goal(rows))
-    plot(rows, args.plot)
-    print(f"plot: {args.plot}")
+    report(rows, args, f"{what}; U-Net, {'tiny settings' if args.quick else f'{args.budget:.0f} s per round'}, "
+           f"{args.seeds} seed(s); {time.monotonic() - start:.0f} s in all; load average "
+           f"{load_before:.1f} -> {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     return 0
 
 
