@@ -129,3 +129,45 @@ def test_evaluate_on_dsb2018_agrees_with_stardist(shared_data, model, tmp_path, 
     for cand in ("tiny", "other"):
         mean = np.mean([float(rows[(cand, n)]["AP@0.50"]) for n in names])
         assert float(rows[(cand, "all")]["AP@0.50"]) == pytest.approx(mean, abs=1e-6)
+
+
+def test_clean_reference_scores_restorations_by_psnr_and_ssim(model, tmp_path, capsys):
+    """--clean: other tools' denoised images ranked by PSNR; a segmentation model is named as not fitting."""
+    from napari_dlbio.metrics import psnr, ssim
+
+    rng = np.random.default_rng(0)
+    for sub in ("noisy", "clean", "good", "poor"):
+        (tmp_path / sub).mkdir()
+    for k in range(2):
+        clean = samples.nuclei_2d((96, 112), seed=30 + k)[0].astype(np.float32)
+        noisy = clean + rng.normal(0, 20, clean.shape).astype(np.float32)
+        good = clean + rng.normal(0, 2, clean.shape).astype(np.float32)
+        for sub, arr in (("noisy", noisy), ("clean", clean), ("good", good), ("poor", ndi.uniform_filter(noisy, 2))):
+            tifffile.imwrite(tmp_path / sub / f"im{k}.tif", arr)
+    out = tmp_path / "scores.csv"
+    rc = main(["evaluate", "--images", str(tmp_path / "noisy"), "--clean", str(tmp_path / "clean"),
+               "--predictions", str(tmp_path / "poor"), "--predictions", str(tmp_path / "good"),
+               "--model", str(model), "--csv", str(out)])
+    text = capsys.readouterr()
+    assert rc == 0
+    lines = [ln.split()[0] for ln in text.out.splitlines()[1:]]
+    assert lines[:2] == ["good", "poor"]                      # best PSNR first
+    assert "outputs labels" in text.err and "clean images" in text.err
+    rows = _rows(out)
+    assert list(rows[0]) == ["candidate", "item", "PSNR", "SSIM"]
+    c0 = tifffile.imread(tmp_path / "clean" / "im0.tif")
+    g0 = tifffile.imread(tmp_path / "good" / "im0.tif")
+    (row,) = [r for r in rows if r["candidate"] == "good" and r["item"] == "im0.tif"]
+    rng_ = float(np.ptp(c0))
+    assert float(row["PSNR"]) == pytest.approx(psnr(c0, g0, rng_), abs=1e-5)
+    assert float(row["SSIM"]) == pytest.approx(ssim(c0, g0, rng_), abs=1e-5)
+    (mean,) = [r for r in rows if r["candidate"] == "good" and r["item"] == "all"]
+    per = [float(r["PSNR"]) for r in rows if r["candidate"] == "good" and r["item"] != "all"]
+    assert float(mean["PSNR"]) == pytest.approx(np.mean(per), abs=1e-5)
+
+
+def test_psnr_sort_needs_a_clean_reference(tmp_path, capsys):
+    d = _folders(tmp_path)
+    rc = main(["evaluate", "--images", str(d / "images"), "--labels", str(d / "labels"),
+               "--predictions", str(d / "exact"), "--sort", "PSNR"])
+    assert rc == 2 and "PSNR/SSIM need --clean" in capsys.readouterr().err

@@ -221,3 +221,21 @@ def test_settings_and_errors(tmp_path):
     with pytest.raises(ValueError, match="too small"):
         tasks.train("n2v", data.from_arrays(np.random.rand(12, 12).astype(np.float32), None, "YX", 2),
                     BE.Settings(**FAST), None)
+
+
+def test_evaluate_scores_the_model_against_a_clean_reference(trained):
+    """The Evaluate core with a restoration model: PSNR/SSIM per item, as computed by hand."""
+    from napari_dlbio import comparison, metrics
+    from napari_dlbio.comparison import Candidate
+
+    clean, noisy = trained["clean"], trained["noisy"]
+    truth = comparison.truth_from_reference(clean, noisy, name="clean")
+    result = comparison.compare(truth, [Candidate.of_model(trained["out"].path),
+                                        Candidate.of_labels("noisy", noisy)])
+    assert result.kind == "image" and [c.name for c in result.ranked("PSNR")][0] != "noisy"
+    den = tasks.predict(tasks.load_model(trained["out"].path), noisy).outputs["image"]
+    row = result.get(trained["out"].path.name).items[0].row()
+    rng = float(np.ptp(clean))
+    assert row["PSNR"] == pytest.approx(metrics.psnr(clean, den, rng), abs=1e-4)
+    assert row["SSIM"] == pytest.approx(metrics.ssim(clean, den, rng), abs=1e-4)
+    assert row["PSNR"] > result.get("noisy").items[0].row()["PSNR"]

@@ -54,6 +54,7 @@ class Truth:
     image: Any = None
     image_axes: str | None = None
     rgb: bool = False
+    kind: str = "labels"    # "image": clean reference images, restoration scored by PSNR/SSIM
 
     @property
     def has_images(self) -> bool:
@@ -93,6 +94,19 @@ def truth_from_arrays(labels, image=None, axes: str | None = None, ndim: int = 2
     return Truth(name, items, plan, image, axes if image is not None else None, rgb)
 
 
+def truth_from_reference(clean, image, axes: str | None = None, ndim: int = 2, name: str = "clean") -> Truth:
+    """A clean reference image for restoration models: every item of it counts (PSNR/SSIM)."""
+    shape = tuple(clean.shape)
+    axes = validate_axes(axes or image_axes(tuple(image.shape), shape), tuple(image.shape))
+    expected = ItemPlan(axes, tuple(image.shape), ndim).out_shape()
+    if expected != shape and expected != (1, *shape):
+        raise ValueError(f"clean reference {name!r} has shape {shape} but the image needs {expected}")
+    plan = ItemPlan(validate_axes(axes.replace("C", ""), shape), shape, ndim)
+    items = [Item(plan.where(idx) or name, np.asarray(plan.read(clean, idx, None)[0]), idx)
+             for idx in plan.indices()]
+    return Truth(name, items, plan, image, axes, False, kind="image")
+
+
 def image_axes(shape: tuple[int, ...], label_shape: tuple[int, ...], rgb: bool = False) -> str:
     """The axes of an image annotated by labels of ``label_shape``: the same shape means no channel axis
     (a (3, 512, 512) image with (3, 512, 512) labels is a 3-slice stack, not 3 channels)."""
@@ -107,16 +121,20 @@ def _label_axes(shape: tuple[int, ...]) -> str:
     return guess.replace("C", "T" if "Z" in guess else "Z")
 
 
-def truth_from_folders(images: str | Path, labels: str | Path) -> Truth:
-    """Images and label files matched by file name; label files holding only 0 are left out."""
+def truth_from_folders(images: str | Path, labels: str | Path, reference: bool = False) -> Truth:
+    """Images and label files matched by file name; label files holding only 0 are left out.
+
+    ``reference``: ``labels`` holds clean images (restoration, PSNR/SSIM), every one counts.
+    """
     label_files = {p.stem: p for p in list_images(labels)}
     items, empty = [], 0
     for p in list_images(images):
         if p.stem not in label_files:
             continue
         truth = read_image(label_files[p.stem])
-        _check_labels_array(truth, f"label file {label_files[p.stem]}")
-        if not truth.any():
+        if not reference:
+            _check_labels_array(truth, f"label file {label_files[p.stem]}")
+        if not (reference or truth.any()):
             empty += 1
             continue
         items.append(Item(p.name, truth, (), p))
@@ -124,7 +142,7 @@ def truth_from_folders(images: str | Path, labels: str | Path) -> Truth:
         why = (f"the {empty} matching label file(s) hold only 0" if empty
                else "no label file matches an image name")
         raise ValueError(f"nothing to evaluate on in {labels}: {why} (images in {images})")
-    return Truth(Path(labels).name or str(labels), items)
+    return Truth(Path(labels).name or str(labels), items, kind="image" if reference else "labels")
 
 
 def _check_labels_array(arr, what: str) -> None:
@@ -184,7 +202,8 @@ def check(truth: Truth, candidates: Sequence[Candidate]) -> None:
         raise ValueError(f"two candidates are named {dup[0]!r}; give them different names")
     for c in candidates:
         if c.labels is not None:
-            _check_labels_array(c.labels, f"candidate {c.name!r}")
+            if truth.kind == "labels":
+                _check_labels_array(c.labels, f"candidate {c.name!r}")
             if truth.plan is None:
                 raise ValueError(f"candidate {c.name!r} is an array: with truths from files, give its "
                                  "label files (a folder)")
@@ -200,7 +219,7 @@ def check(truth: Truth, candidates: Sequence[Candidate]) -> None:
 def compare(truth: Truth, candidates: Sequence[Candidate], ctx: JobContext | None = None,
             keep_errors: bool = False) -> Comparison:
     """Score every candidate on every item of ``truth`` (see :func:`iter_compare`)."""
-    return Comparison(truth.name, list(iter_compare(truth, candidates, ctx, keep_errors)))
+    return Comparison(truth.name, list(iter_compare(truth, candidates, ctx, keep_errors)), truth.kind)
 
 
 def iter_compare(truth: Truth, candidates: Sequence[Candidate], ctx: JobContext | None = None,
@@ -222,7 +241,7 @@ def score_candidate(truth: Truth, c: Candidate, ctx: JobContext,
     """One candidate on every item; a failure to load or on an item is recorded, not raised."""
     result = CandidateResult(c.name, c.kind)
     try:
-        predict = _predictor(c, ctx)
+        predict = _predictor(c, truth, ctx)
     except (Cancelled, MemoryError):
         raise
     except Exception as exc:  # noqa: BLE001 - one candidate that cannot load must not stop the others
@@ -248,6 +267,8 @@ def _score_item(truth: Truth, c: Candidate, item: Item, predict, ctx: JobContext
         pred, semantic = predict(truth, item, ctx)
         if tuple(pred.shape) != tuple(item.truth.shape):
             raise ValueError(f"gives shape {tuple(pred.shape)}, the truth has {tuple(item.truth.shape)}")
+        if truth.kind == "image":
+            return ItemScore(item.name, values=restoration_scores(item.truth, pred)), None
         if semantic:
             n = max(int(item.truth.max()), int(pred.max())) + 1
             mean_iou = float(np.nanmean(class_iou(item.truth, pred, n)))
@@ -259,7 +280,7 @@ def _score_item(truth: Truth, c: Candidate, item: Item, predict, ctx: JobContext
         return ItemScore(item.name, error=f"{item.name}: {_describe(exc)}"), None
 
 
-def _predictor(c: Candidate, ctx: JobContext):
+def _predictor(c: Candidate, truth: Truth, ctx: JobContext):
     """A function ``(truth, item, ctx) -> (labels, semantic)`` for the candidate."""
     if c.model is None:
         return _stored_labels(c)
@@ -267,16 +288,22 @@ def _predictor(c: Candidate, ctx: JobContext):
 
     ctx.report(0, 1, f"{c.name}: loading the model", kind="info")
     model = tasks.load_model(c.model, c.backend)
-    if model.output == "image":
-        raise ValueError(f"{c.name!r} is a {model.backend} model that outputs images, not labels: "
-                         "compare it with PSNR/SSIM against a clean image instead")
+    if (model.output == "image") != (truth.kind == "image"):
+        raise ValueError(f"{c.name!r} is a {model.backend} model that outputs {model.output}, but the truth "
+                         f"holds {'clean images' if truth.kind == 'image' else 'labels'}: compare "
+                         + ("restoration models against a clean reference image (PSNR/SSIM)"
+                            if model.output == "image" else "segmentation models against labels"))
+    out = "image" if model.output == "image" else "labels"
 
     def predict(truth: Truth, item: Item, ctx: JobContext):
         image, axes, rgb = truth.item_image(item)
         pred = tasks.predict(model, image, axes, None, ctx, rgb=rgb)
         if pred.cancelled:
             raise Cancelled("cancelled by the user")
-        return np.asarray(pred.outputs["labels"]), bool(model.semantic)
+        result = np.asarray(pred.outputs[out])
+        if out == "image" and result.ndim == item.truth.ndim + 1 and result.shape[0] == 1:
+            result = result[0]
+        return result, bool(model.semantic)
 
     return predict
 
@@ -291,10 +318,20 @@ def _stored_labels(c: Candidate):
         if not found:
             raise FileNotFoundError(f"no label file named {stem}.* in {c.folder}")
         labels = read_image(found[0])
-        _check_labels_array(labels, str(found[0]))
+        if truth.kind == "labels":
+            _check_labels_array(labels, str(found[0]))
         return labels, False
 
     return from_array if c.labels is not None else from_folder
+
+
+def restoration_scores(clean: np.ndarray, result: np.ndarray) -> dict[str, float]:
+    """PSNR and SSIM of ``result`` against ``clean``, both over the clean image's range."""
+    from .metrics import psnr, ssim
+
+    clean = np.asarray(clean, np.float64)
+    rng = float(np.ptp(clean)) or 1.0
+    return {"PSNR": psnr(clean, result, rng), "SSIM": ssim(clean, result, rng)}
 
 
 def _describe(exc: BaseException) -> str:

@@ -51,6 +51,7 @@ class EvaluateRequest:
     image: LayerSnapshot | None = None     # needed by model candidates
     ndim: int = 2
     errors: bool = True                    # also each candidate's error objects (for error layers)
+    reference: bool = False                # ``truth`` is a clean image: restoration scored by PSNR/SSIM
     _truth: Truth | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -63,6 +64,9 @@ class EvaluateRequest:
 
     def read_truth(self) -> Truth:
         img = self.image
+        if self.reference:
+            image, axes = (img.data, img.axes) if img is not None else (self.truth, None)
+            return comparison.truth_from_reference(self.truth, image, axes, self.ndim, self.truth_name)
         if img is None:
             return comparison.truth_from_arrays(self.truth, ndim=self.ndim, name=self.truth_name)
         return comparison.truth_from_arrays(self.truth, img.data, img.axes, self.ndim, self.truth_name,
@@ -81,7 +85,7 @@ class EvaluateRequest:
 
     def run(self, ctx: JobContext) -> Iterator[CandidateStarted | CandidateScored]:
         truth = self._truth or self.read_truth()
-        out, n = Comparison(truth.name), len(self.candidates)
+        out, n = Comparison(truth.name, kind=truth.kind), len(self.candidates)
         for k, c in enumerate(self.candidates):
             ctx.check()
             yield CandidateStarted(c.name, k, n)

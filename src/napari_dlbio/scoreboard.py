@@ -22,6 +22,14 @@ AP_COLUMNS = tuple(f"AP@{t:.2f}" for t in THRESHOLDS)
 METRICS = (*AP_COLUMNS, "precision@0.50", "recall@0.50", "F1@0.50", "mean_iou", "PQ")
 CSV_COLUMNS = ("candidate", "item", *METRICS)
 DEFAULT_SORT = "AP@0.50"
+# Restoration (image outputs) against a clean reference: the comparison's ``kind`` is "image".
+IMAGE_METRICS = ("PSNR", "SSIM")
+IMAGE_CSV_COLUMNS = ("candidate", "item", *IMAGE_METRICS)
+ALL_METRICS = (*METRICS, *IMAGE_METRICS)
+
+
+def default_sort(kind: str) -> str:
+    return "PSNR" if kind == "image" else DEFAULT_SORT
 
 
 @dataclass
@@ -39,7 +47,7 @@ class ItemScore:
 
     def row(self) -> dict[str, float]:
         """The item's metrics under the CSV's column names (NaN where not measured)."""
-        out = {m: math.nan for m in METRICS}
+        out = {m: math.nan for m in ALL_METRICS}
         by_t = {round(s.thresh, 2): s for s in self.stats}
         for col, t in zip(AP_COLUMNS, THRESHOLDS):
             if t in by_t:
@@ -75,8 +83,8 @@ class CandidateResult:
         """Each metric averaged over the scored items (NaN when none was scored)."""
         rows = [i.row() for i in self.scored]
         if not rows:
-            return {m: math.nan for m in METRICS}
-        return {m: _nanmean([r[m] for r in rows]) for m in METRICS}
+            return {m: math.nan for m in ALL_METRICS}
+        return {m: _nanmean([r[m] for r in rows]) for m in ALL_METRICS}
 
     def curve(self) -> list[float]:
         """Mean AP at each IoU threshold (the AP-vs-threshold plot's points)."""
@@ -95,12 +103,17 @@ class Comparison:
 
     truth: str
     candidates: list[CandidateResult] = field(default_factory=list)
+    kind: str = "labels"            # "image": restoration scored by PSNR/SSIM against a clean reference
 
     def get(self, name: str) -> CandidateResult:
         for c in self.candidates:
             if c.name == name:
                 return c
         raise KeyError(f"no candidate named {name!r}")
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return IMAGE_CSV_COLUMNS if self.kind == "image" else CSV_COLUMNS
 
     def ranked(self, metric: str = DEFAULT_SORT) -> list[CandidateResult]:
         """Best first by the mean of ``metric``; candidates without a value last."""
@@ -127,7 +140,7 @@ class Comparison:
         tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
         try:
             with open(tmp, "w", newline="") as fh:
-                w = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
+                w = csv.DictWriter(fh, fieldnames=self.columns, extrasaction="ignore")
                 w.writeheader()
                 for r in self.rows(metric):
                     w.writerow({k: _cell(v) for k, v in r.items()})
@@ -144,6 +157,6 @@ def _cell(v) -> str:
 
 
 def check_metric(metric: str) -> str:
-    if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+    if metric not in ALL_METRICS:
+        raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(ALL_METRICS)}")
     return metric

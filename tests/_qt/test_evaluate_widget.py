@@ -107,3 +107,32 @@ def test_evaluate_dock_bad_input_is_one_message(make_napari_viewer, qtbot, recor
     viewer.layers["empty"].data = truth
     w.run()
     assert not w.runner.running and "shape (3, 100, 128)" in records.errors[-1]
+
+
+def test_evaluate_dock_scores_denoised_layers_against_a_clean_reference(make_napari_viewer, qtbot, records):
+    """A clean image as truth: image layers are the candidates, ranked by PSNR; the AP plot stays empty."""
+    from napari_dlbio.metrics import psnr
+
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(0)
+    clean = np.stack([samples.nuclei_2d((96, 96), seed=40 + k)[0] for k in range(2)]).astype(np.float32)
+    noisy = clean + rng.normal(0, 20, clean.shape).astype(np.float32)
+    viewer.add_image(noisy, name="noisy")
+    viewer.add_image(clean, name="clean")
+    viewer.add_image(ndi.uniform_filter(noisy, (1, 3, 3)), name="smoothed")
+    viewer.add_labels(np.zeros(clean.shape, np.int32), name="painting")   # labels are preferred as truth
+    w = dock(viewer, "Evaluate")
+    assert w.truth_box.labels.currentText() == "painting"
+    w.truth_box.labels.set_layer("clean")
+    assert "PSNR" in w.truth_box.summary.text()
+    assert [e[0] for e in w.candidates_box._entries()] == ["layer: noisy", "layer: smoothed"]
+    w.candidates_box.tick("noisy", "smoothed")
+    w.run()
+    qtbot.waitUntil(finished(w.runner), timeout=60_000)
+    assert not records.errors, records.errors
+    assert [c.name for c in w.ranked()] == ["smoothed", "noisy"] and w.sort_metric == "PSNR"
+    headers = [w.table.horizontalHeaderItem(c).text() for c in range(w.table.columnCount())]
+    assert headers[:3] == ["candidate", "PSNR", "SSIM"] and w.plot.curves == []
+    expected = np.mean([psnr(c, n, float(np.ptp(c))) for c, n in zip(clean, noisy)])
+    assert w.comparison.get("noisy").mean()["PSNR"] == pytest.approx(expected, abs=1e-4)
+    assert not w.errors_btn.isEnabled()

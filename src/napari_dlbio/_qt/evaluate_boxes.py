@@ -6,7 +6,7 @@ import math
 from dataclasses import replace
 
 import numpy as np
-from napari.layers import Labels
+from napari.layers import Image, Labels
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QAbstractItemView,
@@ -40,13 +40,14 @@ class TruthBox(QGroupBox):
     def __init__(self, viewer, parent: QWidget | None = None) -> None:
         super().__init__("Ground truth", parent)
         form = QFormLayout(self)
-        self.labels = LayerCombo(viewer, ("labels",))
-        self.labels.setToolTip("Your annotations: only slices/frames with at least one object count, "
-                               "as in training")
+        self.labels = LayerCombo(viewer, ("labels", "image"), prefer=("labels",))
+        self.labels.setToolTip("Your annotations (a labels layer): only slices/frames with at least one object "
+                               "count, as in training. For denoising models: a clean reference image "
+                               "(scored by PSNR and SSIM)")
         self.image = LayerCombo(viewer, ("image",), none_text="(none: compare labels layers only)")
         self.image.setToolTip("The image the labels annotate: models are applied to its annotated slices")
         self.summary = hint("")
-        form.addRow("Labels", self.labels)
+        form.addRow("Truth", self.labels)
         form.addRow("Image", self.image)
         form.addRow(self.summary)
         for combo in (self.labels, self.image):
@@ -58,12 +59,20 @@ class TruthBox(QGroupBox):
         if layer is None:
             self.summary.setText("add or choose a labels layer with your annotations")
             return
+        if self.is_reference():
+            self.summary.setText("clean reference image: denoising models and image layers are scored on "
+                                 "every slice by PSNR and SSIM")
+            return
         try:
             text = annotation_summary(layer_data(layer), self.image_axes() or _label_axes(layer)).text()
         except ValueError as exc:
             text = str(exc)
         self.summary.setText(text.replace("to train on it", "to evaluate on it"))
 
+
+    def is_reference(self) -> bool:
+        """The truth is a clean image (restoration), not labels."""
+        return isinstance(self.labels.layer(), Image)
 
     def image_axes(self) -> str:
         """The image's axes as the labels tell them ("" without an image)."""
@@ -82,10 +91,12 @@ def _label_axes(layer) -> str:
 class CandidatesBox(QGroupBox):
     """Saved models, model folders and labels layers, each with a check box."""
 
-    def __init__(self, viewer, truth_name=lambda: None, parent: QWidget | None = None) -> None:
+    def __init__(self, viewer, truth_name=lambda: None, parent: QWidget | None = None,
+                 reference=lambda: False) -> None:
         super().__init__("Candidates", parent)
         self.viewer = viewer
         self.truth_name = truth_name      # the truth layer is not offered as a candidate
+        self.reference = reference        # a clean reference image: image layers are the candidates
         outer = QVBoxLayout(self)
         self.list = QListWidget()
         self.list.setMinimumHeight(80)
@@ -110,9 +121,9 @@ class CandidatesBox(QGroupBox):
                if self.list.item(i).data(ROLE)[0] == "added"]
         out += [(f"model: {i.name} ({i.backend})", ("model", str(i.path), i.name))
                 for i in store.list_models()]
-        truth = self.truth_name()
+        truth, kind = self.truth_name(), (Image if self.reference() else Labels)
         out += [(f"layer: {lay.name}", ("layer", lay.name, lay.name)) for lay in self.viewer.layers
-                if isinstance(lay, Labels) and lay.name != truth and ERRORS_KEY not in lay.metadata]
+                if isinstance(lay, kind) and lay.name != truth and ERRORS_KEY not in lay.metadata]
         return out
 
     def refresh(self, *_args) -> None:
@@ -164,6 +175,9 @@ class CandidatesBox(QGroupBox):
                 continue
             if kind == "layer":
                 layer = self.viewer.layers[value]
+                if self.reference():
+                    out.append(Candidate.of_labels(name, np.array(layer_data(layer), np.float32)))
+                    continue
                 if not isinstance(layer, Labels):
                     kind = layer.__class__.__name__.lower()
                     raise ValueError(f"candidate {value!r} is an {kind} layer, not labels")

@@ -30,7 +30,7 @@ from ..evaluate_request import CandidateScored, CandidateStarted, EvaluateReques
 from ..formatting import describe_error
 from ..jobs import Cancelled, Progress
 from ..metrics import THRESHOLDS
-from ..scoreboard import DEFAULT_SORT, METRICS, CandidateResult, Comparison
+from ..scoreboard import DEFAULT_SORT, IMAGE_METRICS, METRICS, CandidateResult, Comparison, default_sort
 from .ap_plot import APPlot
 from .evaluate_boxes import ERRORS_KEY, CandidatesBox, ResultsTable, TruthBox, candidate_note
 from .job_controls import JobControls
@@ -67,7 +67,9 @@ class EvaluateWidget(QWidget):
     def _build(self) -> None:
         outer = scroll_body(self)
         self.truth_box = TruthBox(self.viewer)
-        self.candidates_box = CandidatesBox(self.viewer, self.truth_box.labels.currentText)
+        self.candidates_box = CandidatesBox(self.viewer, self.truth_box.labels.currentText,
+                                            reference=self.truth_box.is_reference)
+        self.truth_box.labels.layer_changed.connect(self.candidates_box.refresh)
         self.truth_box.labels.layer_changed.connect(lambda _: self.candidates_box.refresh())
         self.controls = JobControls(
             "Evaluate", "Score every ticked candidate on the annotated slices of the ground truth",
@@ -86,7 +88,7 @@ class EvaluateWidget(QWidget):
         row = QHBoxLayout()
         row.addWidget(QLabel("Rank by"))
         self.sort = QComboBox()
-        self.sort.addItems(list(METRICS))
+        self.sort.addItems([*METRICS, *IMAGE_METRICS])
         self.sort.setCurrentText(DEFAULT_SORT)
         self.sort.setToolTip("AP = TP/(TP+FP+FN) at an IoU threshold (StarDist's 'accuracy'); "
                              "PQ: panoptic quality")
@@ -132,7 +134,11 @@ class EvaluateWidget(QWidget):
         snap = snapshot(image, self.truth_box.image_axes()) if image is not None and needs_image else None
         # A saved 3D model is scored on volumes (as it was trained); otherwise items are 2D slices/frames.
         ndim = max([_saved_ndim(c.model) for c in candidates if c.model is not None], default=2)
-        return EvaluateRequest(np.array(layer_data(truth)), truth.name, candidates, snap, ndim)
+        reference = self.truth_box.is_reference()
+        if reference:
+            snap = snapshot(image) if image is not None and needs_image else None
+        return EvaluateRequest(np.array(layer_data(truth)), truth.name, candidates, snap, ndim,
+                               reference=reference)
 
     # -- run -------------------------------------------------------------------------------
     def run(self) -> None:
@@ -145,7 +151,9 @@ class EvaluateWidget(QWidget):
             self.status.setText(f"not started: {describe_error(exc)}")
             return
         self.request = request
-        self.comparison = Comparison(request.truth_name)
+        self.comparison = Comparison(request.truth_name, kind="image" if request.reference else "labels")
+        if (self.sort_metric in IMAGE_METRICS) != request.reference:
+            self.sort.setCurrentText(default_sort(self.comparison.kind))
         self._set_running(True)
         self.status.setText("starting…")
         self.runner.start(request, on_done=self._done, on_error=self._failed, on_yield=self._yielded,
@@ -193,7 +201,7 @@ class EvaluateWidget(QWidget):
         self.run_btn.setEnabled(not running)
         self.cancel_btn.setEnabled(running)
         has = self.comparison is not None and bool(self.comparison.candidates)
-        self.errors_btn.setEnabled(not running and has)
+        self.errors_btn.setEnabled(not running and has and not self._is_image())
         self.csv_btn.setEnabled(not running and has)
         if running:
             self.progress.setValue(0)
@@ -210,9 +218,10 @@ class EvaluateWidget(QWidget):
         """The candidates table (best first), the AP plot, and the selected candidate's items."""
         keep = self.table.selected_name()
         ranked = self.ranked()
-        cols = SHOWN if self.sort_metric in SHOWN else [self.sort_metric, *SHOWN]
+        shown = self._shown()
+        cols = shown if self.sort_metric in shown else [self.sort_metric, *shown]
         self.table.fill(cols, [(c.name, c.mean(), candidate_note(c)) for c in ranked])
-        self.plot.set_curves(THRESHOLDS,
+        self.plot.set_curves(THRESHOLDS, [] if self._is_image() else
                              [(c.name, c.curve()) for c in ranked if c.scored])
         names = [c.name for c in ranked]
         if names:
@@ -223,8 +232,15 @@ class EvaluateWidget(QWidget):
         if c is None:
             return
         rows = [(i.item, i.row(), i.error) for i in c.items]
-        self.items.fill(SHOWN, rows)
+        self.items.fill(self._shown(), rows)
         self.items_label.setText(f"{c.name}, per item:" if rows else f"{c.name}: {c.error}")
+
+    def _is_image(self) -> bool:
+        return self.comparison is not None and self.comparison.kind == "image"
+
+    def _shown(self) -> list[str]:
+        """The table's columns: restoration is scored by PSNR/SSIM, segmentation by AP and friends."""
+        return list(IMAGE_METRICS) if self._is_image() else SHOWN
 
     def selected(self) -> CandidateResult | None:
         name = self.table.selected_name()

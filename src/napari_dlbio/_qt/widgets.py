@@ -64,10 +64,11 @@ class LayerCombo(QComboBox):
 
     def __init__(
         self, viewer, kinds: tuple[str, ...], none_text: str | None = None, default_none: bool = False,
-        parent=None, accept: Callable[[object], bool] | None = None,
+        parent=None, accept: Callable[[object], bool] | None = None, prefer: tuple[str, ...] = (),
     ) -> None:
         super().__init__(parent)
         self.viewer = viewer
+        self.prefer = prefer  # kinds chosen first by default (Evaluate: labels over clean images)
         self.accept = accept  # a further test of the layers listed (the Review dock: scored labels)
         self.default_none = default_none
         self.kinds = kinds
@@ -98,7 +99,8 @@ class LayerCombo(QComboBox):
         elif names and not (self.default_none and self.none_text):
             # Prefer the newest user layer over our own outputs.
             own = {lay.name for lay in self.viewer.layers if PROVENANCE_KEY in lay.metadata}
-            pick = next((n for n in reversed(names) if n not in own), names[-1])
+            liked = [n for n in names if _layer_kind(self.viewer.layers[n]) in self.prefer] or names
+            pick = next((n for n in reversed(liked) if n not in own), liked[-1])
             self.setCurrentIndex(items.index(pick))
         self.blockSignals(False)
         if self.currentText() != current:

@@ -15,7 +15,7 @@ import time
 
 from .. import backends
 from ..execution import Call, InProcessExecutor, JobCallbacks
-from ..scoreboard import METRICS, Comparison
+from ..scoreboard import ALL_METRICS, IMAGE_METRICS, Comparison, default_sort
 from .common import CLIError, _log
 from .progress import ProgressBar, _CancelOnInterrupt
 
@@ -38,10 +38,14 @@ def add_parser(sub, common) -> None:
     e.add_argument("--predictions", action="append", default=[], metavar="DIR",
                    help="a folder of label files named like the images (another tool's results)")
     e.add_argument("--images", required=True, metavar="DIR", help="folder of images")
-    e.add_argument("--labels", required=True, metavar="DIR", help="folder of ground-truth label files")
+    truth = e.add_mutually_exclusive_group(required=True)
+    truth.add_argument("--labels", metavar="DIR", help="folder of ground-truth label files")
+    truth.add_argument("--clean", metavar="DIR", help="for restoration (denoising) models: folder of clean "
+                       "reference images named like the images; scored by PSNR and SSIM")
     e.add_argument("--csv", metavar="FILE", help="also write every candidate's per-image scores here")
-    e.add_argument("--sort", default="AP@0.50", choices=METRICS, metavar="METRIC",
-                   help="order of the table, best first (default: AP@0.50; any CSV metric column)")
+    e.add_argument("--sort", default=None, choices=ALL_METRICS, metavar="METRIC",
+                   help="order of the table, best first (default: AP@0.50, with --clean PSNR; any CSV "
+                   "metric column)")
 
 
 def candidates_from_args(args) -> list:
@@ -67,19 +71,23 @@ def cmd_evaluate(args) -> int:
 
     log = _log(args)
     try:
-        truth = comparison.truth_from_folders(args.images, args.labels)
+        truth = comparison.truth_from_folders(args.images, args.clean or args.labels, reference=bool(args.clean))
         candidates = candidates_from_args(args)
         comparison.check(truth, candidates)
     except (ValueError, FileNotFoundError) as exc:
         raise CLIError(str(exc)) from None
+    sort = args.sort or default_sort(truth.kind)
+    if (sort in IMAGE_METRICS) != (truth.kind == "image"):
+        raise CLIError(f"--sort {sort}: " + ("PSNR/SSIM need --clean" if truth.kind != "image"
+                                              else "with --clean the metrics are PSNR and SSIM"))
     log(f"evaluating {len(candidates)} candidate(s) on {len(truth.items)} annotated image(s)")
     start = time.monotonic()
     result = _run(args, truth, candidates)
     for c in result.candidates:
         _log_failures(log, c)
-    print(table(result, args.sort))
+    print(table(result, sort))
     if args.csv:
-        log(f"wrote {result.write_csv(args.csv, args.sort)}")
+        log(f"wrote {result.write_csv(args.csv, sort)}")
     log(f"done in {time.monotonic() - start:.1f} s")
     if not any(c.scored for c in result.candidates):
         raise CLIError("no candidate could be scored on any image (see the messages above)")
@@ -108,7 +116,8 @@ def _log_failures(log, c) -> None:
 
 def table(result: Comparison, sort: str = "AP@0.50") -> str:
     """One line per candidate (its mean over images), best first by ``sort``."""
-    shown = SHOWN if sort in SHOWN else (*SHOWN, sort)
+    base = IMAGE_METRICS if result.kind == "image" else SHOWN
+    shown = base if sort in base else (*base, sort)
     rows = [("CANDIDATE", *shown, "IMAGES")]
     for c in result.ranked(sort):
         mean = c.mean()
