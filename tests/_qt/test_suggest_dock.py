@@ -49,6 +49,10 @@ def test_suggestions_in_the_train_dock(make_napari_viewer, qtbot, records):
     box.go_buttons[1].click()
     assert viewer.dims.current_step[0] == target.index[0]
     assert viewer.dims.point[0] == 2.0 * target.index[0]     # world coordinates: the layer's scale
+    viewer.add_image(img[:2], name="other")
+    box.others.setChecked(True)
+    req = w.suggest_request()
+    assert [s.name for s in req.images] == ["stack", "other"] and req.images[1].labels is None
 
 
 def test_go_there_frames_a_tile(make_napari_viewer):
@@ -61,7 +65,7 @@ def test_go_there_frames_a_tile(make_napari_viewer):
     box = SuggestBox(viewer)
     found = [Suggestion("big", (2,), "T", "t=2", (512, 1024, 1024, 1536), 0.7, 12),
              Suggestion("big", (0,), "T", "t=0", (0, 0, 512, 512), 0.2, 3)]
-    box.show_suggestions(found, "big", "TYX")
+    box.show_suggestions(found, {"big": "TYX"})
     assert len(box.go_buttons) == 2
     assert "t=2 tile y=512:1024 x=1024:1536" in box.rows.itemAt(0).widget().text()
     box.go_buttons[0].click()
@@ -70,5 +74,22 @@ def test_go_there_frames_a_tile(make_napari_viewer):
     # The tile (256 x 128 world units) fills 90 % of the canvas along its tighter side.
     h, w = viewer.canvas.size
     assert viewer.camera.zoom == 0.9 * min(h / 256, w / 128)
-    box.show_suggestions([], "big", "TYX")
+    box.show_suggestions([], {"big": "TYX"})
     assert not box.go_buttons and "nothing to suggest" in box.status.text()
+
+
+def test_suggestions_across_several_image_layers(make_napari_viewer):
+    """Rows name their layer when several were ranked; "go there" selects that layer and its slice."""
+    from napari_dlbio._qt.suggest_box import SuggestBox
+    from napari_dlbio.suggest import Suggestion
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((4, 64, 64), np.float32), name="a")
+    viewer.add_image(np.zeros((4, 64, 64), np.float32), name="b")
+    box = SuggestBox(viewer)
+    found = [Suggestion("b", (3,), "Z", "z=3", None, 0.6, 5), Suggestion("a", (1,), "Z", "z=1", None, 0.4, 4)]
+    box.show_suggestions(found, {"a": "ZYX", "b": "ZYX"})
+    assert box.rows.itemAt(0).widget().text().startswith("1. b: z=3")
+    assert "in 2 image layers" in box.status.text()
+    box.go_buttons[0].click()
+    assert viewer.dims.current_step[0] == 3 and viewer.layers.selection.active.name == "b"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (
+    QCheckBox,
     QFormLayout,
     QGridLayout,
     QGroupBox,
@@ -38,13 +39,17 @@ class SuggestBox(QGroupBox):
         self.viewer = viewer
         self.suggestions: list[Suggestion] = []
         self.go_buttons: list[QPushButton] = []
-        self._layer: tuple[str, str] | None = None   # (image layer name, its axes) the ranking was for
+        self._axes: dict[str, str] = {}   # image layer name -> its axes, for the layers ranked
         form = QFormLayout(self)
         self.model = SavedModelPicker(none_text=JUST_TRAINED)
         self.model.setToolTip("The model whose uncertainty ranks the slices: the one just trained, "
                               "or a saved one")
         form.addRow("model", self.model)
         form.addRow(self._button_row())
+        self.others = QCheckBox("also rank the other image layers")
+        self.others.setToolTip("Besides the training image, look through every other image layer (not our "
+                               "results); all their slices count as unannotated")
+        form.addRow(self.others)
         self.status = hint("Ranks the unannotated slices/frames (tiles of large images) by how much the "
                            "model's predictions disagree when the image is flipped or rotated.")
         form.addRow(self.status)
@@ -79,19 +84,24 @@ class SuggestBox(QGroupBox):
                 w.deleteLater()
         self.suggestions, self.go_buttons = [], []
 
-    def show_suggestions(self, found: list[Suggestion], layer: str, axes: str) -> None:
-        """One row per suggestion: rank, where, uncertainty, objects and a "go there" button."""
+    def show_suggestions(self, found: list[Suggestion], axes: dict[str, str]) -> None:
+        """One row per suggestion: rank, (layer,) where, uncertainty, objects and a "go there" button.
+
+        ``axes``: the axes of each image layer that was ranked, by name.
+        """
         self.clear()
-        self._layer = (layer, axes)
+        self._axes = dict(axes)
         self.suggestions = list(found)
         if not found:
             self.status.setText("nothing to suggest: every slice is annotated")
             return
+        where = f"in '{next(iter(axes))}'" if len(axes) == 1 else f"in {len(axes)} image layers"
         self.status.setText(f"most uncertain first (uncertainty 0 = the same objects however the image is "
-                            f"turned, 1 = none reproduced) in '{layer}':")
+                            f"turned, 1 = none reproduced) {where}:")
         for k, s in enumerate(found):
             objects = f"{s.n_objects} object{'s' if s.n_objects != 1 else ''}"
-            text = QLabel(f"{k + 1}. {s.where or 'whole image'}{_tile_text(s)} · "
+            layer = f"{s.image}: " if len(axes) > 1 else ""
+            text = QLabel(f"{k + 1}. {layer}{s.where or 'whole image'}{_tile_text(s)} · "
                           f"uncertainty {s.score:.2f} · {objects}")
             text.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
             btn = QPushButton("go there")
@@ -103,12 +113,13 @@ class SuggestBox(QGroupBox):
 
     def go_there(self, s: Suggestion) -> None:
         """Move the viewer to ``s``: its slice/frame, and for a tile the camera onto the tile."""
-        name, axes = self._layer
+        name, axes = s.image, self._axes.get(s.image, "")
         try:
             layer = self.viewer.layers[name]
         except KeyError:
             self.status.setText(f"the image layer {name!r} is gone")
             return
+        self.viewer.layers.selection.active = layer
         layer_axes = axes.replace("C", "") if layer.rgb else axes
         centre, extent = focus(s, layer_axes, layer_data(layer).shape[: len(layer_axes)])
         world = layer.data_to_world(centre)

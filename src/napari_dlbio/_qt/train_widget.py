@@ -16,10 +16,11 @@ from __future__ import annotations
 import time
 
 from qtpy.QtCore import QTimer
+from napari.layers import Image
 from qtpy.QtWidgets import QScrollArea, QWidget
 
 from .. import backends
-from .._layers import snapshot
+from .._layers import PROVENANCE_KEY, snapshot
 from ..formatting import describe_error, duration
 from ..jobs import Cancelled, Progress
 from ..requests import ImageDone, ImageFailed, ModelSource, PredictRequest, SuggestRequest, TrainRequest
@@ -262,12 +263,13 @@ class TrainWidget(QWidget):
             notify_error(exc, "Suggest")
             return
         snap = request.images[0]
+        axes = {src.name: src.axes for src in request.images}
         self._set_running(True)
         self._predicting = True       # not training: a cancel has no model to save
         self.status.setText("ranking the unannotated slices…")
         self._t0 = time.monotonic()
         self.runner.start(request, activity=f"Suggesting in {snap.name}",
-                          on_done=lambda found: self._suggested(found, snap.name, snap.axes),
+                          on_done=lambda found: self._suggested(found, axes),
                           on_error=self._suggest_failed, on_finished=lambda: self._set_running(False))
 
     def suggest_request(self) -> SuggestRequest:
@@ -277,12 +279,15 @@ class TrainWidget(QWidget):
         source = ModelSource.saved(info) if info is not None else (
             self.outcome.source if self.outcome is not None else None)
         snap = layers["image"]
-        image = Source(snap.name, snap.data, snap.axes, layers["labels"], snap.rgb, region=layers["region"])
-        return SuggestRequest(source, [image], self.suggest_box.n.value())
+        images = [Source(snap.name, snap.data, snap.axes, layers["labels"], snap.rgb, region=layers["region"])]
+        if self.suggest_box.others.isChecked():
+            images += [_unlabelled(lay) for lay in self.viewer.layers if isinstance(lay, Image)
+                       and lay.name != snap.name and PROVENANCE_KEY not in lay.metadata]
+        return SuggestRequest(source, images, self.suggest_box.n.value())
 
-    def _suggested(self, found, layer: str, axes: str) -> None:
+    def _suggested(self, found, axes: dict[str, str]) -> None:
         self.progress.setValue(1000)
-        self.suggest_box.show_suggestions(found, layer, axes)
+        self.suggest_box.show_suggestions(found, axes)
         self.status.setText(f"ranked in {duration(time.monotonic() - self._t0)}: annotate the top slices, "
                             "then Train again")
         self._reveal(self.suggest_box)
@@ -294,3 +299,9 @@ class TrainWidget(QWidget):
             return
         self.status.setText(f"suggestions failed: {describe_error(exc)}")
         notify_error(exc, "Suggest")
+
+
+def _unlabelled(layer) -> Source:
+    """Another image layer to rank: all of its slices count as unannotated."""
+    snap = snapshot(layer)
+    return Source(snap.name, snap.data, snap.axes, None, snap.rgb)
