@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -79,44 +80,58 @@ def predict_tiled(
     """
     ctx = ctx or JobContext()
     spatial = item.shape[1:]
-    nd = len(spatial)
-    mult = _per_dim(multiple, nd)
-    grid = _per_dim(grid, nd)
-    mult = tuple(math.lcm(m, g) for m, g in zip(mult, grid))
-    padded = tuple(max(m, math.ceil(s / m) * m) for s, m in zip(spatial, mult))
-    tiles = (
-        padded
-        if tile is None
-        else tuple(min(p, max(m, int(t) // m * m)) for p, t, m in zip(padded, _per_dim(tile, nd), mult))
-    )
-    margin = tuple(min(-(-m // g) * g, t // 4 // g * g) for m, t, g in zip(_per_dim(margin, nd), tiles, grid))
-    ov = tuple(max(o, 2 * m) for o, m in zip(_per_dim(overlap, nd), margin))
-    pad = [(0, 0)] + [(0, p - s) for p, s in zip(padded, spatial)]
+    g = _Geometry.of(spatial, tile, overlap, multiple, grid, margin)
+    pad = [(0, 0)] + [(0, p - s) for p, s in zip(g.padded, spatial)]
     x = np.pad(item, pad, mode=pad_mode if all(s > 1 for s in spatial) else "edge")
-
-    # Tile origins on the pooling grid too: a U-Net is shift-equivariant only by its multiple.
-    starts = [_starts(p, t, o, m) for p, t, o, m in zip(padded, tiles, ov, mult)]
-    out_shape = (n_out,) + tuple(p // g for p, g in zip(padded, grid))
-    acc = np.zeros(out_shape, np.float32)
-    wsum = np.zeros(out_shape[1:], np.float32)
-    positions = list(itertools.product(*starts))
+    acc = np.zeros((n_out,) + tuple(p // k for p, k in zip(g.padded, g.grid)), np.float32)
+    wsum = np.zeros(acc.shape[1:], np.float32)
+    positions = g.positions()
     total = len(positions)
     for b in range(0, total, batch_size):
         ctx.check()
         chunk = positions[b : b + batch_size]
-        batch = np.stack(
-            [x[(slice(None),) + tuple(slice(s, s + t) for s, t in zip(pos, tiles))] for pos in chunk]
-        )
+        batch = np.stack([x[(slice(None),) + tuple(slice(s, s + t) for s, t in zip(pos, g.tiles))]
+                          for pos in chunk])
         pred = np.asarray(fn(batch), dtype=np.float32)
         for pos, p in zip(chunk, pred):
-            w = _window(pos, tiles, padded, ov, grid, margin)
-            sl = tuple(slice(s // g, (s + t) // g) for s, t, g in zip(pos, tiles, grid))
+            w = _window(pos, g.tiles, g.padded, g.overlap, g.grid, g.margin)
+            sl = tuple(slice(s // k, (s + t) // k) for s, t, k in zip(pos, g.tiles, g.grid))
             acc[(slice(None),) + sl] += p * w
             wsum[sl] += w
         ctx.report(min(b + batch_size, total), total, f"tile {min(b + batch_size, total)}/{total}")
     acc /= np.maximum(wsum, 1e-8)
-    crop = tuple(slice(0, math.ceil(s / g)) for s, g in zip(spatial, grid))
+    crop = tuple(slice(0, math.ceil(s / k)) for s, k in zip(spatial, g.grid))
     return acc[(slice(None),) + crop]
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    """Per axis: padded size, tile edge, overlap, margin, output grid and tile-origin multiple."""
+
+    padded: tuple[int, ...]
+    tiles: tuple[int, ...]
+    overlap: tuple[int, ...]
+    margin: tuple[int, ...]
+    grid: tuple[int, ...]
+    mult: tuple[int, ...]
+
+    @classmethod
+    def of(cls, spatial, tile, overlap, multiple, grid, margin) -> _Geometry:
+        nd = len(spatial)
+        grid = _per_dim(grid, nd)
+        mult = tuple(math.lcm(m, g) for m, g in zip(_per_dim(multiple, nd), grid))
+        padded = tuple(max(m, math.ceil(s / m) * m) for s, m in zip(spatial, mult))
+        tiles = padded if tile is None else tuple(
+            min(p, max(m, int(t) // m * m)) for p, t, m in zip(padded, _per_dim(tile, nd), mult))
+        # At most a quarter tile of margin, on the output grid; overlaps hold two margins.
+        margin = tuple(min(-(-m // g) * g, t // 4 // g * g) for m, t, g in zip(_per_dim(margin, nd), tiles, grid))
+        ov = tuple(max(o, 2 * m) for o, m in zip(_per_dim(overlap, nd), margin))
+        return cls(padded, tiles, ov, margin, grid, mult)
+
+    def positions(self) -> list[tuple[int, ...]]:
+        # Tile origins on the pooling grid too: a U-Net is shift-equivariant only by its multiple.
+        starts = [_starts(p, t, o, m) for p, t, o, m in zip(self.padded, self.tiles, self.overlap, self.mult)]
+        return list(itertools.product(*starts))
 
 
 def _window(pos, tiles, padded, overlap, grid, margin) -> np.ndarray:
