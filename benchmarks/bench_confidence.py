@@ -42,14 +42,12 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 def matched(true: np.ndarray, pred: np.ndarray, ids: np.ndarray) -> np.ndarray:
     """For predicted objects ``ids``: whether each overlaps one true object at IoU > 0.5."""
-    t = true.ravel().astype(np.int64)
-    p = pred.ravel().astype(np.int64)
-    nt, npd = int(t.max()) + 1, int(p.max()) + 1
-    overlap = np.bincount(t * npd + p, minlength=nt * npd).reshape(nt, npd)
-    overlap[0] = 0                                      # background is no true object
-    area_t, area_p = np.bincount(t, minlength=nt), np.bincount(p, minlength=npd)
-    iou = overlap / np.maximum(area_t[:, None] + area_p[None, :] - overlap, 1)
-    return iou[:, ids].max(axis=0) > 0.5
+    from napari_dlbio.metrics import overlap
+
+    ov = overlap(true, pred)
+    best = dict(zip(ov.pred_ids.tolist(), (ov.iou.max(axis=0) if len(ov.true_ids) else
+                                          np.zeros(len(ov.pred_ids))).tolist()))
+    return np.array([best.get(int(i), 0.0) > 0.5 for i in ids], bool)
 
 
 def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
