@@ -135,7 +135,7 @@ def test_evaluate_dock_scores_denoised_layers_against_a_clean_reference(make_nap
     assert not records.errors, records.errors
     assert [c.name for c in w.ranked()] == ["smoothed", "noisy"] and w.sort_metric == "PSNR"
     headers = [w.table.horizontalHeaderItem(c).text() for c in range(w.table.columnCount())]
-    assert headers[:3] == ["candidate", "PSNR", "SSIM"] and w.plot.curves == []
+    assert headers[:3] == ["candidate", "PSNR", "SSIM"] and w.plot.curves == [] and w.plot.isHidden()
     expected = np.mean([psnr(c, n, float(np.ptp(c))) for c, n in zip(clean, noisy)])
     assert w.comparison.get("noisy").mean()["PSNR"] == pytest.approx(expected, abs=1e-4)
     assert not w.errors_btn.isEnabled()

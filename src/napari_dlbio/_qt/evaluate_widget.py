@@ -223,6 +223,8 @@ class EvaluateWidget(QWidget):
         self.table.fill(cols, [(c.name, c.mean(), candidate_note(c)) for c in ranked])
         self.plot.set_curves(THRESHOLDS, [] if self._is_image() else
                              [(c.name, c.curve()) for c in ranked if c.scored])
+        for part in (self.plot, self.errors_btn, self.errors_legend):   # AP and errors: objects only
+            part.setVisible(not self._is_image())
         names = [c.name for c in ranked]
         if names:
             self.table.selectRow(names.index(keep) if keep in names else 0)
