@@ -45,17 +45,6 @@ class Matching:
         return {**asdict(self), "ap": self.ap, "f1": self.f1, "precision": self.precision, "recall": self.recall}
 
 
-def _iou_matrix(true: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    t_ids, t = np.unique(true, return_inverse=True)
-    p_ids, p = np.unique(pred, return_inverse=True)
-    overlap = np.zeros((len(t_ids), len(p_ids)), np.int64)
-    np.add.at(overlap, (t.ravel(), p.ravel()), 1)
-    t_area = overlap.sum(1, keepdims=True)
-    p_area = overlap.sum(0, keepdims=True)
-    iou = overlap / np.maximum(t_area + p_area - overlap, 1)
-    return iou, t_ids, p_ids
-
-
 def match(true: np.ndarray, pred: np.ndarray, thresh: float = 0.5) -> Matching:
     """One-to-one matching of instance labels (0 = background) at IoU >= ``thresh``.
 

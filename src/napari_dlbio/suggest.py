@@ -5,7 +5,7 @@ flipped/rotated (:func:`transforms`), every prediction is mapped back, and the
 predictions are compared with each other.
 
 - Labels models (instance or semantic): the objects of the plain prediction are
-  matched to those of each transformed one (IoU, :func:`napari_dlbio.metrics._iou_matrix`),
+  matched to those of each transformed one (IoU, :func:`napari_dlbio.objects.best_iou`),
   in both directions, and ``uncertainty = 1 - mean best IoU`` over all objects
   and transforms. An object that the model finds the same way however the image
   is turned scores 0; one that appears, vanishes, splits or changes shape when
@@ -43,7 +43,7 @@ import numpy as np
 from .axes import ItemPlan, guess_axes, validate_axes
 from .data import annotated_items, list_images, read_image
 from .jobs import JobContext
-from .metrics import _iou_matrix
+from .objects import best_iou
 from .normalize import as_item, check_dtype
 
 TILE = 512          # pixels a side of the tiles of a large item
@@ -114,15 +114,18 @@ def object_disagreement(preds: Sequence[np.ndarray]) -> tuple[float, int]:
     """
     ref = np.asarray(preds[0])
     best: list[np.ndarray] = []
-    for other in preds[1:]:
-        iou, a_ids, b_ids = _iou_matrix(ref, np.asarray(other))
-        iou = iou[a_ids != 0][:, b_ids != 0]
-        rows, cols = iou.shape
-        best.append(iou.max(1) if cols else np.zeros(rows))
-        best.append(iou.max(0) if rows else np.zeros(cols))
+    for other in map(np.asarray, preds[1:]):
+        best.append(_present(best_iou(ref, other), ref))
+        best.append(_present(best_iou(other, ref), other))
     n_ref = int(len(np.unique(ref)) - (1 if (ref == 0).any() else 0))
     scores = np.concatenate(best) if best else np.zeros(0)
     return (float(1.0 - scores.mean()) if scores.size else 0.0), n_ref
+
+
+def _present(per_id: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The values of ``per_id`` (indexed by label id) for the objects ``labels`` holds."""
+    ids = np.unique(labels)
+    return per_id[ids[ids != 0]]
 
 
 def image_disagreement(preds: Sequence[np.ndarray]) -> float:
