@@ -42,3 +42,21 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is not present (fresh clone); this test needs the real data")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_unet(tmp_path_factory) -> Path:
+    """A small U-Net trained once per session on synthetic nuclei, in a folder named ``tiny``.
+
+    Several modules need "some trained instance model" (evaluate, suggest, objects,
+    to_store); training it once saves about 10 s per module. Tests only read the folder.
+    """
+    pytest.importorskip("torch")
+    from napari_dlbio import backends, data, samples, tasks
+
+    img, lab = samples.nuclei_2d((256, 256), seed=1)
+    settings = backends.get("unet").Settings(epochs=6, steps_per_epoch=10, batch_size=4, patch_size=64,
+                                             depth=2, base_width=8, val_patches=2)
+    path = tmp_path_factory.mktemp("tiny-unet") / "tiny"
+    tasks.train("unet", data.from_arrays(img, lab), settings, save_to=path)
+    return path

@@ -90,15 +90,8 @@ pytest.importorskip("torch")
 
 
 @pytest.fixture(scope="module")
-def unet(tmp_path_factory):
-    from napari_dlbio import backends, data
-
-    img, lab = samples.nuclei_2d((256, 256), seed=1)
-    settings = backends.get("unet").Settings(epochs=6, steps_per_epoch=10, batch_size=4, patch_size=64,
-                                             depth=2, base_width=8, val_patches=2)
-    path = tmp_path_factory.mktemp("m") / "tiny"
-    out = tasks.train("unet", data.from_arrays(img, lab), settings, save_to=path)
-    return out.model
+def unet(tiny_unet):
+    return tasks.load_model(tiny_unet)
 
 
 def test_unet_scores_are_mean_foreground_probability(unet):

@@ -13,15 +13,8 @@ pytest.importorskip("torch")
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    from napari_dlbio import backends, data
-
-    img, lab = samples.nuclei_2d((256, 256), seed=1)
-    settings = backends.get("unet").Settings(epochs=6, steps_per_epoch=10, batch_size=4, patch_size=64, depth=2,
-                                             base_width=8, val_patches=2)
-    path = tmp_path_factory.mktemp("model") / "tiny"
-    tasks.train("unet", data.from_arrays(img, lab), settings, save_to=path)
-    return path
+def model(tiny_unet):
+    return tiny_unet
 
 
 def _snap(tmp_path, shape=(384, 320), scale=(0.5, 0.25)):
