@@ -134,11 +134,8 @@ class EvaluateWidget(QWidget):
         snap = snapshot(image, self.truth_box.image_axes()) if image is not None and needs_image else None
         # A saved 3D model is scored on volumes (as it was trained); otherwise items are 2D slices/frames.
         ndim = max([_saved_ndim(c.model) for c in candidates if c.model is not None], default=2)
-        reference = self.truth_box.is_reference()
-        if reference:
-            snap = snapshot(image) if image is not None and needs_image else None
         return EvaluateRequest(np.array(layer_data(truth)), truth.name, candidates, snap, ndim,
-                               reference=reference)
+                               reference=self.truth_box.is_reference())
 
     # -- run -------------------------------------------------------------------------------
     def run(self) -> None:
