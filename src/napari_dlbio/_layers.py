@@ -17,8 +17,7 @@ from typing import Any
 import numpy as np
 
 from .axes import ItemPlan, guess_axes, validate_axes
-from .objects import features
-from .tasks import SHAPES
+from .objects import SHAPES, features
 
 PROVENANCE_KEY = "napari_dlbio"
 

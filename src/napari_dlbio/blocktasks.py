@@ -24,8 +24,8 @@ from .axes import ItemPlan
 from .blocks import Block, Span
 from .blockstate import load_arrays, save_arrays, write_marker
 from .normalize import as_item, item_bounds
+from .objects import SHAPES  # noqa: F401 - vector outputs (polygons) are not written blockwise
 
-SHAPES = "shapes"  # vector outputs (polygons) are not written blockwise
 
 
 @runtime_checkable

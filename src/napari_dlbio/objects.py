@@ -26,6 +26,7 @@ import numpy as np
 
 OBJECTS = "objects"  # the key of the per-object scores (float, indexed by label id) in a model's outputs
 AGREEMENT = "agreement"  # the key of the objects' test-time flip agreement (same indexing), when asked for
+SHAPES = "shapes"  # a model may return a list of (N_vertices, ndim) float arrays under this key
 
 Table = dict[str, np.ndarray]
 

@@ -24,14 +24,17 @@ import contextlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from . import backends, data, store, suggest, tasks, to_store
+from . import backends, data, store, suggest, to_store
 from ._layers import LayerSnapshot, prediction_layers, provenance
 from .jobs import Cancelled, JobContext
 from .modelcache import MODELS, ModelCache  # noqa: F401 - the cache lives apart so block tasks need not import this
+
+if TYPE_CHECKING:
+    from .tasks import Prediction, TrainOutcome
 
 
 @dataclass
@@ -69,6 +72,8 @@ class TrainRequest:
 
     def run(self, ctx: JobContext) -> TrainSummary:
         ctx.report(0, 1, "reading the annotated slices", kind="info")
+        from . import tasks   # here, not at the top: napari's process reads requests, only jobs run them
+
         outcome = tasks.train(self.backend, self.training_data(), self.settings, save_to=self.name, ctx=ctx,
                               start_from=self.start_from)
         summary = TrainSummary.of(outcome)
@@ -109,7 +114,9 @@ class ModelSource:
         Paths are made absolute: the source may be loaded by a worker whose
         working folder differs (a cluster's). A ModelError when no such model is saved.
         """
-        if backend is not None and tasks._store_folder(name_or_path) is None:
+        from .tasks import _store_folder
+
+        if backend is not None and _store_folder(name_or_path) is None:
             p = Path(name_or_path).expanduser()
             return cls.pretrained(backend, str(p.resolve()) if p.exists() else str(name_or_path))
         info = store.read_info(store.resolve(name_or_path))
@@ -125,6 +132,8 @@ class ModelSource:
         return ("store", str(self.path), self.created)
 
     def load(self):
+        from . import tasks
+
         if self.path is None:
             return tasks.load_model(self.name, self.backend)
         return tasks.load_model(self.path)
@@ -159,7 +168,7 @@ class TrainSummary:
     source: ModelSource | None = None
 
     @classmethod
-    def of(cls, outcome: tasks.TrainOutcome) -> TrainSummary:
+    def of(cls, outcome: TrainOutcome) -> TrainSummary:
         model, fit = outcome.model, outcome.fit
         info = model.info
         return cls(model.backend, info.name if info is not None else "", outcome.path, dict(outcome.metrics),
@@ -192,7 +201,7 @@ class ImageFailed:
 @dataclass(frozen=True)
 class ImageDone:
     image: LayerSnapshot           # the source's name and geometry (its data stays behind)
-    prediction: tasks.Prediction
+    prediction: Prediction
     model: ModelRef
 
 
@@ -261,6 +270,8 @@ class PredictRequest:
             return to_store.predict_to_store(model, snap, o.folder, ref, settings=self.settings,
                                              channels=self.channels, block_size=o.block_size, overlap=o.overlap,
                                              runner=runner, model_source=self.source, ctx=ctx)
+        from . import tasks
+
         pred = tasks.predict(model, snap.data, snap.axes, self.settings, ctx, rgb=snap.rgb, channels=self.channels)
         if pred.cancelled:
             raise Cancelled("cancelled by the user")

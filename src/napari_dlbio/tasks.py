@@ -27,7 +27,7 @@ from .config import PredictSettings, TrainSettings
 from .data import Sample, TrainingData
 from .jobs import Cancelled, JobContext
 from .normalize import as_item, check_dtype, check_shape
-from .objects import AGREEMENT, OBJECTS, ObjectTables, Table
+from .objects import AGREEMENT, OBJECTS, SHAPES, ObjectTables, Table
 
 OutFactory = Callable[[str, tuple, np.dtype], Any]
 
@@ -234,9 +234,6 @@ class _Writer:
             self.objects = self.objects or ObjectTables(plan.spatial_axes, plan.out_axes())
             lab = np.where(res["labels"] > 0, res["labels"] + offset, 0)  # offset: 0 unless ids made unique
             self.objects.add(dict(zip(plan.loop_axes, idx)), lab, res[OBJECTS], offset, res.get(AGREEMENT))
-
-
-SHAPES = "shapes"  # a model may return a list of (N_vertices, ndim) float arrays under this key
 
 
 def _place_shapes(shapes, plan: ItemPlan, idx: tuple[int, ...]) -> list[np.ndarray]:

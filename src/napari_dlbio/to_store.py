@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import ngff, tasks
+from . import ngff
 from ._layers import PROVENANCE_KEY, LayerSnapshot, geometry_for, safe_model_name, unique_name
 from .jobs import JobContext
 
@@ -88,6 +88,8 @@ def predict_to_store(model, snap: LayerSnapshot, folder: str, model_ref, *, sett
     chunks = ngff.default_chunks(axes, snap.shape, ndim, block_size)
     out = ngff.output_factory(final, "ome-zarr", axes, scale, translate, chunks, ndim=ndim, source=source)
     start = time.monotonic()
+    from . import tasks   # here: napari's process reads results of this module, only jobs predict
+
     pred = tasks.predict(model, data, axes, settings, ctx, rgb=snap.rgb, channels=channels, out=out,
                          block_size=block_size, overlap=overlap, runner=runner,
                          model_source=model_source if runner is not None else None,

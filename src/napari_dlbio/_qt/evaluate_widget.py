@@ -35,6 +35,7 @@ from .ap_plot import APPlot
 from .evaluate_boxes import ERRORS_KEY, CandidatesBox, ResultsTable, TruthBox, candidate_note
 from .job_controls import JobControls
 from .runner import JobRunner, notify_error, notify_info
+from .staged import StagedDock
 from .widgets import hint, scroll_body
 
 SHOWN = ["AP@0.50", "AP@0.75", "F1@0.50", "PQ"]
@@ -46,7 +47,11 @@ ERRORS_TIP = ("false positive: a predicted object that matches no true object; f
               "objects; split: one true object holding half or more of two or more predicted objects")
 
 
-class EvaluateWidget(QWidget):
+class EvaluateWidget(StagedDock, QWidget):
+    LATER = frozenset({
+        "candidates_box", "controls", "run_btn", "cancel_btn", "progress", "status", "sort", "table", "items",
+        "plot", "items_label", "errors_btn", "csv_btn", "errors_legend"})
+
     def __init__(self, napari_viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.viewer = napari_viewer
@@ -54,33 +59,39 @@ class EvaluateWidget(QWidget):
         self.request: EvaluateRequest | None = None
         self.comparison: Comparison | None = None
         self._current = ""
-        self._build()
         self.setMinimumWidth(380)   # the results table's five columns without a scroll bar
+        self._outer = scroll_body(self)
+        self.truth_box = TruthBox(self.viewer)
+        self._outer.addWidget(self.truth_box)
+        # The rest comes in the next event-loop turns (see .staged): opening stays under ~30 ms a turn.
+        self.stage([self._build_middle, self._build_results, self._start])
+
+    # -- layout -----------------------------------------------------------------------
+    def _build_middle(self) -> None:
+        self.candidates_box = CandidatesBox(self.viewer, self.truth_box.labels.currentText,
+                                            reference=self.truth_box.is_reference)
+        self.truth_box.labels.layer_changed.connect(lambda _: self.candidates_box.refresh())
+        self.controls = JobControls(
+            "Evaluate", "Score every ticked candidate on the annotated slices of the ground truth",
+            "Stop after the current slice; candidates already scored are kept",
+            "Choose the ground truth, tick candidates, press Evaluate.")
+        self._outer.addWidget(self.candidates_box)
+        self._outer.addWidget(self.controls)
+        c = self.controls
+        self.run_btn, self.cancel_btn = c.run_btn, c.cancel_btn
+        self.progress, self.status = c.progress, c.status
+
+    def _build_results(self) -> None:
+        self._outer.addWidget(self._results_box())
+        self._outer.addStretch(1)
+
+    def _start(self) -> None:
         self.run_btn.clicked.connect(self.run)
         self.cancel_btn.clicked.connect(self.cancel)
         self.sort.currentTextChanged.connect(lambda _: self.show_results())
         self.table.itemSelectionChanged.connect(self._show_items)
         self.errors_btn.clicked.connect(self.show_errors)
         self.csv_btn.clicked.connect(self._export_dialog)
-
-    # -- layout -----------------------------------------------------------------------
-    def _build(self) -> None:
-        outer = scroll_body(self)
-        self.truth_box = TruthBox(self.viewer)
-        self.candidates_box = CandidatesBox(self.viewer, self.truth_box.labels.currentText,
-                                            reference=self.truth_box.is_reference)
-        self.truth_box.labels.layer_changed.connect(self.candidates_box.refresh)
-        self.truth_box.labels.layer_changed.connect(lambda _: self.candidates_box.refresh())
-        self.controls = JobControls(
-            "Evaluate", "Score every ticked candidate on the annotated slices of the ground truth",
-            "Stop after the current slice; candidates already scored are kept",
-            "Choose the ground truth, tick candidates, press Evaluate.")
-        for part in (self.truth_box, self.candidates_box, self.controls, self._results_box()):
-            outer.addWidget(part)
-        outer.addStretch(1)
-        c = self.controls
-        self.run_btn, self.cancel_btn = c.run_btn, c.cancel_btn
-        self.progress, self.status = c.progress, c.status
 
     def _results_box(self) -> QGroupBox:
         box = QGroupBox("Results")

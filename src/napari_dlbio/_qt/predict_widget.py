@@ -26,10 +26,16 @@ from .output_box import OutputBox
 from .predict_boxes import ImagesBox, ModelSourceBox, PredictSettingsBox
 from .results import add_prediction
 from .runner import JobRunner, notify_error, notify_info
+from .staged import StagedDock
 from .widgets import scroll_body
 
 
-class PredictWidget(QWidget):
+class PredictWidget(StagedDock, QWidget):
+    LATER = frozenset({
+        "images_box", "settings_box", "output_box", "controls", "source", "stack", "saved", "model_info",
+        "folder", "browse", "pre_backend", "pre_name", "images", "channels", "probabilities", "run_btn",
+        "cancel_btn", "progress", "status"})
+
     def __init__(self, napari_viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.viewer = napari_viewer
@@ -40,33 +46,33 @@ class PredictWidget(QWidget):
         self.loaded: list = []         # ModelRefs of the models the job process loaded (not cached yet)
         self._current = ""
         self.live: LiveLayer | None = None   # the image being written to OME-Zarr
-        self._build()
-        self.model_box.backend_changed.connect(self.settings_box.show_backend)
-        self.run_btn.clicked.connect(self.run)
-        self.cancel_btn.clicked.connect(self.cancel)
-        self.images.itemChanged.connect(self._suggest_output)
-        self.model_box.refresh()
-        self._suggest_output()
+        self._outer = scroll_body(self)
+        self.model_box = ModelSourceBox()
+        self._outer.addWidget(self.model_box)
+        # The rest comes in the next event-loop turns (see .staged): opening stays under ~30 ms a turn.
+        self.stage([self._build_middle, self._build_bottom, self._start])
 
     def _suggest_output(self, *_args) -> None:
         """Large or lazy (dask/zarr) layers ticked: suggest OME-Zarr (the user may change it back)."""
         self.output_box.suggest(any(is_large(layer_data(layer)) for layer, _ in self.images.selected()))
 
     # -- layout -----------------------------------------------------------------------
-    def _build(self) -> None:
-        outer = scroll_body(self)
-        self.model_box = ModelSourceBox()
+    def _build_middle(self) -> None:
         self.images_box = ImagesBox(self.viewer)
         self.settings_box = PredictSettingsBox()
+        self._outer.addWidget(self.images_box)
+        self._outer.addWidget(self.settings_box)
+
+    def _build_bottom(self) -> None:
         self.output_box = OutputBox()
         self.controls = JobControls(
             "Predict", "Run the model on every ticked image layer; each result becomes a new layer",
             "Stop after the current slice or tile; finished layers are kept",
             "Tick image layers, pick a model, press Predict.",
         )
-        for part in (self.model_box, self.images_box, self.settings_box, self.output_box, self.controls):
-            outer.addWidget(part)
-        outer.addStretch(1)
+        self._outer.addWidget(self.output_box)
+        self._outer.addWidget(self.controls)
+        self._outer.addStretch(1)
         # The parts' widgets under the dock's own names (used by tests and scripts).
         m, c = self.model_box, self.controls
         self.source, self.stack, self.saved, self.model_info = m.source, m.stack, m.saved, m.model_info
@@ -74,6 +80,14 @@ class PredictWidget(QWidget):
         self.images, self.channels = self.images_box.images, self.images_box.channels
         self.probabilities = self.settings_box.probabilities
         self.run_btn, self.cancel_btn, self.progress, self.status = c.run_btn, c.cancel_btn, c.progress, c.status
+
+    def _start(self) -> None:
+        self.model_box.backend_changed.connect(self.settings_box.show_backend)
+        self.run_btn.clicked.connect(self.run)
+        self.cancel_btn.clicked.connect(self.cancel)
+        self.images.itemChanged.connect(self._suggest_output)
+        self.model_box.refresh()
+        self._suggest_output()
 
     @property
     def form(self):

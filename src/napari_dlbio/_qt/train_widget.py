@@ -29,6 +29,7 @@ from .forms import SettingsBox
 from .job_controls import JobControls
 from .results import add_prediction
 from .runner import JobRunner, notify_error, notify_info
+from .staged import StagedDock
 from .suggest_box import SuggestBox
 from .train_boxes import ModelBox, TrainingDataBox, TrainResults
 from .widgets import scroll_body
@@ -36,7 +37,12 @@ from .widgets import scroll_body
 _STOPPED = {"cancelled": "cancelled — best epoch kept", "time budget": "time budget reached"}
 
 
-class TrainWidget(QWidget):
+class TrainWidget(StagedDock, QWidget):
+    LATER = frozenset({
+        "suggest_box", "settings_box", "model_box", "controls", "results", "backend", "image", "labels",
+        "region", "axes", "dims", "annotated", "name", "start_from", "name_hint", "train_btn", "cancel_btn",
+        "progress", "status", "plot", "metrics", "predict_btn"})
+
     def __init__(self, napari_viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.viewer = napari_viewer
@@ -47,27 +53,30 @@ class TrainWidget(QWidget):
         self._trained_axes = ""
         self._predicting = False
         self._t0 = 0.0
-        self._build()
-        self._connect()
-        self.data.start()
+        self._outer = scroll_body(self)
+        self.data = TrainingDataBox(self.viewer)
+        self._outer.addWidget(self.data)
+        # The rest comes in the next event-loop turns (see .staged): opening stays under ~30 ms a turn.
+        self.stage([self._build_middle, self._build_bottom, self._start])
 
     # -- layout ---------------------------------------------------------------------------
-    def _build(self) -> None:
-        outer = scroll_body(self)
-        self.data = TrainingDataBox(self.viewer)
+    def _build_middle(self) -> None:
         self.suggest_box = SuggestBox(self.viewer)
         self.settings_box = SettingsBox()
         self.model_box = ModelBox()
+        for part in (self.suggest_box, self.settings_box, self.model_box):
+            self._outer.addWidget(part)
+
+    def _build_bottom(self) -> None:
         self.controls = JobControls(
             "Train", "Train in the background; the best model on validation data is saved",
             "Stop after the current batch; the best model so far is kept and saved",
             "Pick an image and its labels, then press Train.",
         )
         self.results = TrainResults()
-        parts = (self.data, self.suggest_box, self.settings_box, self.model_box, self.controls, self.results)
-        for part in parts:
-            outer.addWidget(part)
-        outer.addStretch(1)
+        self._outer.addWidget(self.controls)
+        self._outer.addWidget(self.results)
+        self._outer.addStretch(1)
         # The parts' widgets under the dock's own names (used by tests, benchmarks and scripts).
         d, m, c, r = self.data, self.model_box, self.controls, self.results
         self.backend, self.image, self.labels, self.region = d.backend, d.image, d.labels, d.region
@@ -75,6 +84,10 @@ class TrainWidget(QWidget):
         self.name, self.start_from, self.name_hint = m.name, m.start_from, m.name_hint
         self.train_btn, self.cancel_btn, self.progress, self.status = c.run_btn, c.cancel_btn, c.progress, c.status
         self.plot, self.metrics, self.predict_btn = r.plot, r.metrics, r.predict_btn
+
+    def _start(self) -> None:
+        self._connect()
+        self.data.start()
 
     def _connect(self) -> None:
         self.data.backend_changed.connect(self._backend_changed)

@@ -68,6 +68,8 @@ class _Process:
         theirs.close()
         self.conn = Connection(ours.detach())
         self.lock = threading.Lock()
+        self._close_lock = threading.Lock()
+        self._closed = False
         self.pid = self.popen.pid
         from .. import backends
 
@@ -101,7 +103,17 @@ class _Process:
         except subprocess.TimeoutExpired:
             self.popen.kill()
             self.popen.wait()
-        self.conn.close()
+        self.close()
+
+    def close(self) -> None:
+        """Close our end once: the job's thread (the process died) and :meth:`ProcessExecutor.shutdown`
+        (napari quits) may both get here, and a second close of the same descriptor fails or,
+        worse, closes a file opened since under that number."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self.conn.close()
 
 
 class _Handle(JobHandle):
@@ -236,7 +248,7 @@ class ProcessExecutor(Executor):
 
     def _died(self, proc: _Process, handle: _Handle) -> None:
         rc = proc.popen.wait()
-        proc.conn.close()
+        proc.close()
         self.process = None
         from .. import store
 
