@@ -77,7 +77,13 @@ class StagedDock:
 
     def stage(self, steps: list[Callable[[], None]]) -> StagedBuild:
         self._staged = StagedBuild(self, steps)
+        self._staged.finished.connect(self._fit_width)
         return self._staged
+
+    def _fit_width(self) -> None:
+        # napari sized the dock for its first part; parts built later may be wider and would be
+        # cut off at the right. Asking for the full width once relays the window out once.
+        self.setMinimumWidth(max(self.minimumWidth(), self.sizeHint().width()))
 
     def finish_building(self) -> None:
         staged = self.__dict__.get("_staged")
