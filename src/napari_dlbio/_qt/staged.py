@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import ClassVar
 
 from qtpy.QtCore import QObject, QTimer, Signal
+from qtpy.QtWidgets import QScrollArea
 
 
 class StagedBuild(QObject):
@@ -82,8 +83,11 @@ class StagedDock:
 
     def _fit_width(self) -> None:
         # napari sized the dock for its first part; parts built later may be wider and would be
-        # cut off at the right. Asking for the full width once relays the window out once.
-        self.setMinimumWidth(max(self.minimumWidth(), self.sizeHint().width()))
+        # cut off at the right. The scroll area's hint is fresh (the dock's own is cached from
+        # before): asking for it once relays the window out once.
+        area = self.findChild(QScrollArea)
+        need = area.sizeHint().width() if area is not None else self.sizeHint().width()
+        self.setMinimumWidth(max(self.minimumWidth(), need))
 
     def finish_building(self) -> None:
         staged = self.__dict__.get("_staged")
