@@ -22,7 +22,8 @@ these phases are timed:
 
 First, rows of backend "-" calibrate what this display costs without the plugin:
 ``idle``; a label's text / a progress bar's value changed 10 times a second in a
-plain dock; napari's ``add_labels`` of a 256x256 and a 1024x1024 int32 array.
+plain dock; two plain docks (forms of 30 rows) opened as the plugin's are; napari's ``add_labels``
+of a 256x256 and a 1024x1024 int32 array.
 
 Columns: "reports" = progress reports from the job (executor thread), "UI upd" =
 updates of the dock (``on_progress`` calls), "cost" = mean/max ms per update;
@@ -305,7 +306,29 @@ class Bench:
             self.row("-", phase, t0, now())
         self.viewer.window.remove_dock_widget(dock)
         self.pump(0.5)
+        self.calibrate_docks()
         self.calibrate_adds()
+
+    def calibrate_docks(self) -> None:
+        """napari's own cost of opening two plain docks (a form of 30 rows each) 0.1 s apart."""
+        from qtpy.QtWidgets import QComboBox, QFormLayout, QWidget
+
+        def plain() -> QWidget:
+            box = QWidget()
+            form = QFormLayout(box)
+            for i in range(30):
+                combo = QComboBox()
+                combo.addItems([f"choice {i}", "other"])
+                form.addRow(f"setting {i}", combo)
+            return box
+
+        t0, added = now(), []
+        self.pump(0.1, first=lambda: added.append(self.viewer.window.add_dock_widget(plain(), name="plain 1")))
+        self.pump(1.0, first=lambda: added.append(self.viewer.window.add_dock_widget(plain(), name="plain 2")))
+        self.row("-", "open 2 docks", t0, now())
+        for dock in added:
+            self.viewer.window.remove_dock_widget(dock)
+        self.pump(0.5)
 
     def calibrate_adds(self) -> None:
         """napari's own cost of adding a labels layer like the results (256x256, 1024x1024 int32)."""

@@ -138,6 +138,13 @@ class JobRunner(QObject):
         self._trail.setSingleShot(True)
         self._trail.setInterval(int(self.min_interval * 1000) + 20)
         self._trail.timeout.connect(self._trailing)
+        # napari's progress bar costs ~30 ms to make (its Qt bar runs the event loop): it comes in
+        # the turn after the click that started the job, not inside it (bench_ui_stall.py "start").
+        self._activity_title = ""
+        self._bar_timer = QTimer(self)
+        self._bar_timer.setSingleShot(True)
+        self._bar_timer.setInterval(0)
+        self._bar_timer.timeout.connect(self._open_activity)
         _hook_quit()
         if parent is not None:
             # A closed dock stops its job (a training saves its best epoch) and its job process.
@@ -173,7 +180,8 @@ class JobRunner(QObject):
         if self.running:
             raise RuntimeError("a job is already running")
         self._close_activity()
-        self.activity = ActivityBar(activity)
+        self._activity_title = activity
+        self._bar_timer.start()
         with self._lock:
             self._latest = self._shown = None
             self._events = []
@@ -258,7 +266,14 @@ class JobRunner(QObject):
             if self.activity is not None:  # last: napari's bar runs the event loop inside update()
                 self.activity.update(p.fraction, p.message)
 
+    def _open_activity(self) -> None:
+        if self.handle is not None and self.activity is None:   # the job may have ended already
+            self.activity = ActivityBar(self._activity_title)
+            if self._shown is not None:
+                self.activity.update(self._shown.fraction, self._shown.message)
+
     def _close_activity(self) -> None:
+        self._bar_timer.stop()
         if self.activity is not None:
             self.activity.close()
             self.activity = None
