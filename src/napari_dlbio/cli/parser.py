@@ -70,6 +70,11 @@ def _add_train(sub, common, specs: dict, backend) -> None:
         "--labels", metavar="DIR", help=f"folder of label images with the same file names{not_needed}"
     )
     t.add_argument(
+        "--targets", metavar="DIR",
+        help="folder of target images with the same file names and shapes, for algorithms that learn from "
+        "pairs (n2v backend: --algorithm care: clean images; n2n: second noisy acquisitions)",
+    )
+    t.add_argument(
         "--out",
         required=True,
         metavar="MODEL",
