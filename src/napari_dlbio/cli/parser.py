@@ -56,7 +56,7 @@ def _add_train(sub, common, specs: dict, backend) -> None:
         "train",
         parents=[common],
         help="train a model on image/label folders",
-        description="Train a model. Images and labels are matched by file name; only images whose "
+        description="Train a model. Images and labels (or targets) are matched by file name; only images whose "
         "labels contain at least one object are used. Ctrl-C stops and keeps the best model.",
         epilog=f"backends: {', '.join(names)}. '{PROG} train --backend NAME --help' lists its settings.",
     )
