@@ -41,6 +41,10 @@ def test_care_in_the_train_dock(make_napari_viewer, qtbot, records):
     assert "gt" not in [w.target.itemText(i) for i in range(w.target.count())]
     with pytest.raises(ValueError, match="choose a target image layer"):
         w.train_request()
+    viewer.add_image(clean[:64], name="half")
+    w.target.set_layer("half")
+    with pytest.raises(ValueError, match=r"target 'half' has shape \(64, 96\) but image 'blobs' has \(128, 96\)"):
+        w.train_request()
     w.target.set_layer("clean")
     w.name.setText("blobs-care")
     w.train()

@@ -241,12 +241,12 @@ class TrainingDataBox(QGroupBox):
             raise ValueError("choose an image layer to train on")
         snap = snapshot(img, self.axes.text())
         if self.needs_target():
-            return {"image": snap, "labels": None, "ndim": self.ndim(), "target": self._target(snap)}
+            return {"image": snap, "labels": None, "region": None, "ndim": self.ndim(),
+                    "target": self._target(snap)}
         labels = np.array(layer_data(lab), copy=True) if lab is not None else None
         region = self._region(lab, labels.shape) if lab is not None else None
         return {"image": snap, "labels": labels, "region": region, "ndim": self.ndim(),
                 "labels_name": lab.name if lab is not None else "labels"}
-
 
     def _target(self, image):
         """The target layer, read with the image's axes; a clear error when missing or not an image."""
@@ -255,6 +255,7 @@ class TrainingDataBox(QGroupBox):
             raise ValueError(f"choose a target image layer: {self._target_text}")
         # ``__class__``, not ``type()``: napari hands plugins proxies of its layers.
         pairs.check_target_layer(layer.__class__.__name__.lower(), layer.name)
+        pairs.check_same_shape(image.shape, tuple(layer_data(layer).shape), image.name, layer.name)
         return snapshot(layer, image.axes)
 
 
