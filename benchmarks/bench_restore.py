@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -121,9 +122,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     names, clean, noisy = load(args.images)
     work = Path(tempfile.mkdtemp(prefix="bench-restore-"))
-    write_training_folders(work, args.train_images)
-    log = {a: train(work, a, args.minutes, args.threads, args.extra) for a in ALGORITHMS}
-    report(args, names, evaluate(work, clean, noisy), log)
+    try:
+        write_training_folders(work, args.train_images)
+        log = {a: train(work, a, args.minutes, args.threads, args.extra) for a in ALGORITHMS}
+        report(args, names, evaluate(work, clean, noisy), log)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
