@@ -15,12 +15,12 @@ from ...blocks import unet_radius
 from ...config import PredictSettings, TrainSettings
 from ...jobs import Deadline, JobContext
 from ...normalize import percentile_bounds
+from ...pairs import check_pairs
 from ...store import ModelError, ModelInfo
 from ...training import FitResult
 from ...tta import averaged
 from ..base import BlockNeeds, ModelBase
 from .callback import Progress
-from ...pairs import check_pairs
 from .config import _fit_patch, _make_config, _settings_from_config, _to_careamics, normalization_in_zip
 from .settings import Settings
 from .spec import SPEC
