@@ -202,7 +202,7 @@ def test_settings_and_errors(tmp_path):
     with pytest.raises(ValueError, match="power of two"):
         BE.Settings(patch_size=48)
     with pytest.raises(ValueError):
-        BE.Settings(algorithm="care")
+        BE.Settings(algorithm="care2")
     assert BE.Settings().algorithm == "n2v2" and BE.Predict().tta is True
     for name, field in BE.Settings.model_fields.items():
         assert field.description, name

@@ -139,6 +139,7 @@ def provenance(model, src: LayerSnapshot, settings=None, extra: dict | None = No
         "model": model.name,
         "backend": model.backend,
         "model_path": model.path,
+        "layer_suffix": model.suffix,
         "source_layer": src.name,
         "axes": src.axes,
         "settings": settings.model_dump(mode="json") if settings is not None else {},
@@ -161,7 +162,7 @@ def prediction_layers(
     image layers. Each keeps the source's scale and translate for its own axes.
     """
     taken = set(existing)
-    base = f"{src.name}_{_layer_suffix(prov.get('backend')) or prediction.model}"
+    base = f"{src.name}_{prov.get('layer_suffix') or _layer_suffix(prov.get('backend')) or prediction.model}"
     out = []
     for key, arr in prediction.outputs.items():
         main = key in ("labels", "image")

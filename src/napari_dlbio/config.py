@@ -75,6 +75,14 @@ class TrainSettings(Settings):
         """True when label 0 means 'not annotated' (ignored) rather than background."""
         return False
 
+    def needs_targets(self) -> bool:
+        """True when training pairs each image with a target image (CARE, Noise2Noise), not labels."""
+        return False
+
+    def target_help(self) -> str:
+        """What a target image is for these settings, in one sentence for the user ('' : none)."""
+        return ""
+
 
 class PredictSettings(Settings):
     """What every predictor understands; backends extend it."""

@@ -27,6 +27,9 @@ class Sample:
     target: np.ndarray | None = None   # (*spatial) int32 labels; None when self-supervised
     mask: np.ndarray | None = None     # (*spatial) bool: where target is valid
     source: str = ""
+    # (C, *spatial) float32, raw intensities: the image a restoration model learns to
+    # produce from ``image`` (CARE: a clean image; Noise2Noise: a second noisy one); see pairs.py
+    target_image: np.ndarray | None = None
 
 
 @dataclass
@@ -70,6 +73,7 @@ def _split_one(s: Sample, val_fraction: float) -> tuple[list[Sample], list[Sampl
             None if s.target is None else s.target[..., sl, :],
             None if s.mask is None else s.mask[..., sl, :],
             f"{s.source}[rows {sl.start or 0}:{sl.stop or ny}]",
+            None if s.target_image is None else s.target_image[..., sl, :],
         )
 
     return [part(slice(0, cut))], [part(slice(cut, None))]

@@ -92,6 +92,8 @@ def metric_parts(m: dict) -> list[str]:
         out.append(f"PSNR {_num(m['psnr'], 2)} dB")
     if "n2v_val_loss" in m:
         out.append(f"masked N2V loss {_num(m['n2v_val_loss'], 4)} (lower is better)")
+    if "pair_val_loss" in m:
+        out.append(f"loss on held-out pairs {_num(m['pair_val_loss'], 4)} (lower is better)")
     return out
 
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from . import backends, data, store, suggest, to_store
+from . import backends, data, pairs, store, suggest, to_store
 from ._layers import LayerSnapshot, prediction_layers, provenance
 from .jobs import Cancelled, JobContext
 from .modelcache import MODELS, ModelCache  # noqa: F401 - the cache lives apart so block tasks need not import this
@@ -50,19 +50,37 @@ class TrainRequest:
     region: np.ndarray | None = None   # train only where True (from a shapes layer)
     start_from: Path | None = None     # a saved model to fine-tune
     labels_name: str = "labels"        # recorded in the provenance
+    target: LayerSnapshot | None = None  # the target image of CARE/Noise2Noise (same shape as image)
+    notes: list[str] = field(default_factory=list)  # what was ignored, for the dock to show
 
     def __post_init__(self) -> None:
         # Checked here, not in the worker: the user hears about it before anything starts.
         spec = backends.spec(self.backend)
         if self.labels is None and spec.needs_labels:
             raise ValueError(f"the {spec.title} backend learns from labels: choose a labels layer")
+        self._check_target()
         store.check_name(self.name)
+
+    def _check_target(self) -> None:
+        """A target where the settings need one, of the image's shape; ignored (with a note) elsewhere."""
+        needs = self.settings.needs_targets()
+        if needs and self.target is None:
+            raise ValueError(f"choose a target image layer: {self.settings.target_help()}")
+        if not needs and self.target is not None:
+            self.notes.append(f"the target {self.target.name!r} is ignored: the chosen algorithm learns from "
+                              "the images alone")
+            self.target = None
+        if self.target is not None:
+            pairs.check_same_shape(self.image.shape, self.target.shape, self.image.name, self.target.name)
 
     @property
     def axes(self) -> str:
         return self.image.axes
 
     def training_data(self) -> data.TrainingData:
+        if self.target is not None:
+            return pairs.from_pairs(self.image.data, self.target.data, self.axes, self.ndim, name=self.image.name,
+                                    target_name=self.target.name, rgb=self.image.rgb)
         part = data.from_arrays(
             self.image.data, self.labels, self.axes, self.ndim, name=self.image.name,
             labels_name=self.labels_name, region=self.region, scribbles=self.settings.scribbles,
@@ -71,6 +89,8 @@ class TrainRequest:
         return data.combine([part])
 
     def run(self, ctx: JobContext) -> TrainSummary:
+        for note in self.notes:
+            ctx.report(0, 1, note, kind="info")
         ctx.report(0, 1, "reading the annotated slices", kind="info")
         from . import tasks   # here, not at the top: napari's process reads requests, only jobs run them
 
@@ -148,11 +168,13 @@ class ModelRef:
     backend: str
     name: str                      # the display name: store name, pretrained name or backend
     path: str | None = None        # the model folder, for a saved model
+    suffix: str | None = None      # outputs are named <image>_<suffix> (None: the backend's, or the name)
 
     @classmethod
     def of(cls, model) -> ModelRef:
         info = model.info
-        return cls(model.backend, model.display_name, str(info.path) if info is not None else None)
+        return cls(model.backend, model.display_name, str(info.path) if info is not None else None,
+                   model.layer_suffix)
 
 
 @dataclass(frozen=True)

@@ -154,7 +154,7 @@ def store_layers(done: StoreDone, prov: dict[str, Any], existing=()) -> list[tup
     from ._layers import _layer_suffix
 
     taken = set(existing)
-    base = f"{done.image.name}_{_layer_suffix(done.model.backend) or done.model.name}"
+    base = f"{done.image.name}_{done.model.suffix or _layer_suffix(done.model.backend) or done.model.name}"
     out = []
     for layer in ngff.open_output(done.store):
         main = layer.name in ("labels", "image")

@@ -91,8 +91,11 @@ def _sources(prov: dict[str, Any], most: int = 4) -> str:
     folders = prov.get("folders")
     if isinstance(folders, dict):
         text = f"images {path_html(folders.get('images'))}"
-        return text + (f"<br>labels {path_html(folders.get('labels'))}" if folders.get("labels") else "")
-    pairs = [f"{_short(s.get('image'))}" + (f" + {_short(s.get('labels'))}" if s.get("labels") else "")
+        for key in ("labels", "targets"):  # targets: restoration pairs (CARE, Noise2Noise)
+            text += f"<br>{key} {path_html(folders.get(key))}" if folders.get(key) else ""
+        return text
+    pairs = [f"{_short(s.get('image'))}" + (f" + {_short(s.get('labels') or s.get('target'))}"
+                                            if s.get("labels") or s.get("target") else "")
              for s in prov.get("sources", [])]
     if not pairs:
         return "not recorded"

@@ -17,7 +17,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .. import backends, store
+from .. import backends, pairs, store
 from .._layers import annotation_summary, guess_layer_axes, layer_data, region_mask, safe_model_name, snapshot
 from ..formatting import describe_error, metrics_html
 from .loss_plot import LossPlot
@@ -72,6 +72,15 @@ class TrainingDataBox(QGroupBox):
         self.region = LayerCombo(self.viewer, ("shapes",), none_text="(whole image)", default_none=True)
         self.region.setToolTip("Optional shapes layer: train only inside these shapes")
         form.addRow("region", self.region)
+        # Shown instead of labels/region when the chosen algorithm learns from pairs (CARE, N2N).
+        self.target = LayerCombo(self.viewer, ("image",), none_text="(none)", default_none=True)
+        self.target.setToolTip("An image layer of the same shape as the image: what the model learns to produce")
+        form.addRow("target", self.target)
+        self.target_help = hint("")
+        form.addRow(self.target_help)
+        self._form = form
+        self._target_text = ""
+        self._show_target_rows()
         form.addRow("axes", self._axes_row())
         self.annotated = QLabel("")
         self.annotated.setWordWrap(True)
@@ -94,6 +103,7 @@ class TrainingDataBox(QGroupBox):
         self.backend.currentIndexChanged.connect(lambda _: self._backend_changed())
         self.image.layer_changed.connect(self._image_changed)
         self.labels.layer_changed.connect(self._watch_labels)
+        self.target.layer_changed.connect(self.schedule_summary)
         self.region.layer_changed.connect(self.schedule_summary)
         self.axes.editingFinished.connect(lambda: self._image_changed(self.image.layer()))
         self.dims.currentIndexChanged.connect(self.schedule_summary)
@@ -111,6 +121,25 @@ class TrainingDataBox(QGroupBox):
     def needs_labels(self) -> bool:
         name = self.backend_name()
         return name is None or backends.spec(name).needs_labels
+
+    def needs_target(self) -> bool:
+        return bool(self._target_text)
+
+    def set_target_help(self, text: str) -> None:
+        """What a target is for the chosen settings ('': they need none): shows or hides the target picker."""
+        if text == self._target_text:
+            return
+        self._target_text = text
+        self._show_target_rows()
+        self.schedule_summary()
+
+    def _show_target_rows(self) -> None:
+        pairs_ = self.needs_target()
+        for field, shown in ((self.target, pairs_), (self.labels, not pairs_), (self.region, not pairs_)):
+            field.setVisible(shown)
+            self._form.labelForField(field).setVisible(shown)
+        self.target_help.setText(f"Target: {self._target_text}." if pairs_ else "")
+        self.target_help.setVisible(pairs_)
 
     def ndim(self) -> int:
         if self._locked_ndim is not None:
@@ -168,6 +197,10 @@ class TrainingDataBox(QGroupBox):
     def update_summary(self) -> None:
         """Recompute 'annotated: z=…' for the current image/labels/region."""
         img, lab = self.image.layer(), self.labels.layer()
+        if self.needs_target():
+            self.summary = None
+            self.annotated.setText(self._pairs_text(img, self.target.layer()))
+            return
         if img is None or lab is None:
             self.summary = None
             self.annotated.setText(self._missing_text(img is None))
@@ -182,6 +215,12 @@ class TrainingDataBox(QGroupBox):
             return
         self.summary = summary
         self.annotated.setText(summary.text())
+
+    @staticmethod
+    def _pairs_text(img, target) -> str:
+        if img is None or target is None:
+            return "choose an image layer and its target image layer"
+        return f"pairs: every slice/frame of '{img.name}' with the same of '{target.name}'"
 
     def _missing_text(self, no_image: bool) -> str:
         if not self.needs_labels():
@@ -201,10 +240,23 @@ class TrainingDataBox(QGroupBox):
         if img is None:
             raise ValueError("choose an image layer to train on")
         snap = snapshot(img, self.axes.text())
+        if self.needs_target():
+            return {"image": snap, "labels": None, "region": None, "ndim": self.ndim(),
+                    "target": self._target(snap)}
         labels = np.array(layer_data(lab), copy=True) if lab is not None else None
         region = self._region(lab, labels.shape) if lab is not None else None
         return {"image": snap, "labels": labels, "region": region, "ndim": self.ndim(),
                 "labels_name": lab.name if lab is not None else "labels"}
+
+    def _target(self, image):
+        """The target layer, read with the image's axes; a clear error when missing or not an image."""
+        layer = self.target.layer()
+        if layer is None:
+            raise ValueError(f"choose a target image layer: {self._target_text}")
+        # ``__class__``, not ``type()``: napari hands plugins proxies of its layers.
+        pairs.check_target_layer(layer.__class__.__name__.lower(), layer.name)
+        pairs.check_same_shape(image.shape, tuple(layer_data(layer).shape), image.name, layer.name)
+        return snapshot(layer, image.axes)
 
 
 class ModelBox(QGroupBox):

@@ -52,6 +52,7 @@ class TrainWidget(StagedDock, QWidget):
         self.predicted: list = []      # layers added by "Predict with this model"
         self._trained_axes = ""
         self._predicting = False
+        self._watched_form = None
         self._t0 = 0.0
         self._outer = scroll_body(self)
         self.data = TrainingDataBox(self.viewer)
@@ -80,6 +81,7 @@ class TrainWidget(StagedDock, QWidget):
         # The parts' widgets under the dock's own names (used by tests, benchmarks and scripts).
         d, m, c, r = self.data, self.model_box, self.controls, self.results
         self.backend, self.image, self.labels, self.region = d.backend, d.image, d.labels, d.region
+        self.target = d.target
         self.axes, self.dims, self.annotated = d.axes, d.dims, d.annotated
         self.name, self.start_from, self.name_hint = m.name, m.start_from, m.name_hint
         self.train_btn, self.cancel_btn, self.progress, self.status = c.run_btn, c.cancel_btn, c.progress, c.status
@@ -117,12 +119,25 @@ class TrainWidget(StagedDock, QWidget):
 
     def _backend_changed(self, name: str | None) -> None:
         # The spec's settings class: building the form imports neither torch nor the backend.
-        self.settings_box.show_form(backends.spec(name).Settings if name else None)
+        form = self.settings_box.show_form(backends.spec(name).Settings if name else None)
+        if form is not None and form is not self._watched_form:
+            self._watched_form = form
+            form.changed.connect(self._settings_changed)
+        self._settings_changed()
         if name is None:
             self.status.setText("no backend is installed")
             return
         self.start_from.set_backend(name)
         self._suggest_name()
+
+    def _settings_changed(self) -> None:
+        """Show the target picker when the settings learn from pairs (CARE, Noise2Noise)."""
+        try:
+            settings = self.form.build() if self.form is not None else None
+        except ValueError:
+            return  # a value being edited: keep what is shown
+        self.data.set_target_help(settings.target_help() if settings is not None and settings.needs_targets()
+                                  else "")
 
     def _start_from_changed(self, info) -> None:
         self.data.lock_ndim(info.ndim if info is not None else None)

@@ -126,6 +126,11 @@ class ModelBase:
         return self.spec.output
 
     @property
+    def layer_suffix(self) -> str | None:
+        """Outputs are named ``<image>_<suffix>`` (None: ``<image>_<model name>``); default: the spec's."""
+        return self.spec.layer_suffix
+
+    @property
     def display_name(self) -> str:
         return self.info.name if self.info is not None else (self.name or self.spec.name)
 

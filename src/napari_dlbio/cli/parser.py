@@ -56,7 +56,7 @@ def _add_train(sub, common, specs: dict, backend) -> None:
         "train",
         parents=[common],
         help="train a model on image/label folders",
-        description="Train a model. Images and labels are matched by file name; only images whose "
+        description="Train a model. Images and labels (or targets) are matched by file name; only images whose "
         "labels contain at least one object are used. Ctrl-C stops and keeps the best model.",
         epilog=f"backends: {', '.join(names)}. '{PROG} train --backend NAME --help' lists its settings.",
     )
@@ -68,6 +68,11 @@ def _add_train(sub, common, specs: dict, backend) -> None:
     not_needed = f" (not needed for {', '.join(self_supervised)})" if self_supervised else ""
     t.add_argument(
         "--labels", metavar="DIR", help=f"folder of label images with the same file names{not_needed}"
+    )
+    t.add_argument(
+        "--targets", metavar="DIR",
+        help="folder of target images with the same file names and shapes, for algorithms that learn from "
+        "pairs (n2v backend: --algorithm care: clean images; n2n: second noisy acquisitions)",
     )
     t.add_argument(
         "--out",

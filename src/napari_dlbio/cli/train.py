@@ -15,13 +15,18 @@ def cmd_train(args, backend) -> int:
     if backend.needs_labels and not args.labels:
         raise CLIError(f"--labels is required to train a {backend.name} model (it learns from label images)")
     settings = settings_from_args(args, backend.Settings, _base_settings(args, backend))
+    if settings.needs_targets() and not args.targets:
+        raise CLIError(f"--targets is required with these settings: {settings.target_help()}")
     dest = store.destination(args.out)
     if dest.exists() and not args.overwrite:
         raise CLIError(f"{dest} exists; choose another --out or pass --overwrite")
     # --minutes is the whole command's budget: start-up and reading the data count too.
     deadline = Deadline(settings.minutes, start=STARTED)
-    data = _read_data(args)
     log = _log(args)
+    if args.targets and not settings.needs_targets():
+        log(f"note: --targets {args.targets} is ignored: the chosen algorithm learns from the images alone")
+        args.targets = None
+    data = _read_data(args)
     log(
         f"training a {backend.title} model on {len(data)} item(s) "
         f"({data.ndim}D, {data.n_channels} channel(s)); Ctrl-C stops and keeps the best model"
@@ -54,7 +59,12 @@ def _read_data(args):
     from .. import data as data_mod
 
     channels = channels_option(args.channels)
-    parts = [data_mod.from_folders(path, args.labels, args.axes, args.ndim, channels) for path in args.images]
+    if args.targets:
+        from .. import pairs
+
+        parts = [pairs.from_folders(path, args.targets, args.axes, args.ndim, channels) for path in args.images]
+    else:
+        parts = [data_mod.from_folders(path, args.labels, args.axes, args.ndim, channels) for path in args.images]
     return data_mod.combine(parts) if len(parts) > 1 else parts[0]
 
 

@@ -1,8 +1,12 @@
-"""Noise2Void denoising through CAREamics.
+"""Restoration through CAREamics: Noise2Void / N2V2 (self-supervised), CARE and Noise2Noise (pairs).
 
-CAREamics does the self-supervised part: its configuration factory
-(``create_advanced_n2v_config``), its data pipeline (patches, augmentation,
-mean/std statistics), its N2V/N2V2 pixel masking and loss, its U-Net, its
+The ``algorithm`` setting chooses: ``n2v2`` (default) and ``n2v`` learn from the
+noisy images alone; ``care`` learns input -> clean target and ``n2n`` input -> a
+second independent noisy acquisition (samples carry ``target_image``, see
+:mod:`napari_dlbio.pairs`). CAREamics does the algorithm: its configuration
+factories (``create_advanced_n2v_config``, ``create_advanced_care_config``,
+``create_advanced_n2n_config``), its data pipeline (patches, augmentation,
+mean/std statistics), its N2V/N2V2 pixel masking and losses, its U-Net, its
 Lightning training, its checkpoints and its bioimage.io exporter/loader. This
 module adds what a napari user needs around it:
 
@@ -26,7 +30,7 @@ CAREamics, torch and Lightning are imported only inside functions, so reading
 
 Modules: :mod:`.settings` (the pydantic settings), :mod:`.config` (CAREamics
 configuration), :mod:`.callback` (the Lightning callback), :mod:`.model` (the
-model and its checkpoint), :mod:`.bioimageio` (export), :mod:`.spec` (the
+model and its checkpoint), :mod:`.scores` (validation scores), :mod:`.bioimageio` (export), :mod:`.spec` (the
 declaration the registry reads).
 """
 

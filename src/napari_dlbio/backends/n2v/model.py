@@ -1,4 +1,4 @@
-"""The Noise2Void model: prediction, training, evaluation and its CAREamics checkpoint."""
+"""The restoration model (N2V, N2V2, CARE, N2N): prediction, training, evaluation, its checkpoint."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from ...blocks import unet_radius
 from ...config import PredictSettings, TrainSettings
 from ...jobs import Deadline, JobContext
 from ...normalize import percentile_bounds
+from ...pairs import check_pairs
 from ...store import ModelError, ModelInfo
 from ...training import FitResult
 from ...tta import averaged
@@ -41,13 +42,18 @@ class N2VModel(ModelBase):
         self.info: ModelInfo | None = None
         self.name = name
 
+    @property
+    def layer_suffix(self) -> str:
+        """Outputs are named after the algorithm's family: ``<image>_n2v``, ``_care``, ``_n2n``."""
+        return self.settings.family
+
     # -- construction -----------------------------------------------------------------
     @classmethod
     def new(cls, settings: TrainSettings, n_channels: int, ndim: int) -> N2VModel:
         from careamics.lightning.modules import create_module
 
         if ndim not in (2, 3):
-            raise ValueError(f"Noise2Void works on 2D or 3D items, not {ndim}D")
+            raise ValueError(f"restoration models work on 2D or 3D items, not {ndim}D")
         cfg = _make_config(settings, n_channels, ndim)
         import torch
 
@@ -84,8 +90,9 @@ class N2VModel(ModelBase):
                 cfg, module = load_from_bmz(p)
             except Exception as exc:  # noqa: BLE001
                 raise ModelError(f"cannot load the bioimage.io model {p}: {exc}") from exc
-            if cfg.algorithm_config.algorithm != "n2v":
-                raise ModelError(f"{p} is a CAREamics {cfg.algorithm_config.algorithm} model, not Noise2Void")
+            if cfg.algorithm_config.algorithm not in ("n2v", "care", "n2n"):
+                raise ModelError(f"{p} is a CAREamics {cfg.algorithm_config.algorithm} model, not N2V, CARE "
+                                 "or Noise2Noise")
             model = _model_from_careamics(cfg, module, p.stem)
             norm = normalization_in_zip(p)
             if norm is not None:
@@ -107,7 +114,7 @@ class N2VModel(ModelBase):
 
         norm = self.config.data_config.normalization
         if norm.needs_computation():
-            raise ModelError("this Noise2Void model has not been trained yet (no intensity statistics)")
+            raise ModelError("this restoration model has not been trained yet (no intensity statistics)")
         return create_normalization(norm)
 
     def block_needs(self, settings: PredictSettings) -> BlockNeeds:
@@ -171,21 +178,38 @@ class N2VModel(ModelBase):
         settings = self.merge_settings(settings)  # fine-tuning keeps the architecture
         for s in train + val:
             self.check_item(s.image)
+        if settings.needs_targets():
+            check_pairs(train + val, settings.algorithm)
         patch = _fit_patch(settings, [s.image.shape[1:] for s in train + val], self.ndim)
         cfg = self._config(settings, patch)
         deadline = ctx.budget(settings.minutes).before(FIT_SHARE, FIT_RESERVE_S)
         callback = Progress(ctx, settings, deadline, settings.epochs * settings.steps_per_epoch)
         ctx.check()
-        self._fit(cfg, callback, *self._arrays(settings, train, val, patch))
+        self._fit(cfg, callback, self._arrays(settings, train, val, patch))
         self.settings = settings
         return _result(callback, settings, deadline)
 
-    def _arrays(self, settings: Settings, train: list, val: list, patch) -> tuple[list, list]:
-        train_arrays = [_to_careamics(self._pre(s.image)[0]) for s in train]
-        # Without held-out images, follow the masked loss on (other random masks of) the
+    def _pre_pair(self, s) -> tuple[np.ndarray, np.ndarray | None]:
+        """Input and target normalised with the input's percentiles (undone on the output alike)."""
+        x, lo, scale = self._pre(s.image)
+        if s.target_image is None:
+            return _to_careamics(x), None
+        return _to_careamics(x), _to_careamics(((s.target_image - lo) / scale).astype(np.float32))
+
+    def _arrays(self, settings: Settings, train: list, val: list, patch) -> dict[str, list | None]:
+        """``CAREamist.train``'s data arguments (targets only for CARE/N2N)."""
+        pairs = settings.needs_targets()
+        tr = [self._pre_pair(s) for s in train]
+        # Without held-out images, follow the loss on (other random patches of) the
         # training images: CAREamics' own split would take patches out of a small image.
-        val_arrays = [_to_careamics(self._pre(s.image)[0]) for s in val] or train_arrays[:8]
-        return train_arrays * self._repeats(settings, train, patch), val_arrays
+        va = [self._pre_pair(s) for s in val] or tr[:8]
+        n = self._repeats(settings, train, patch)
+        return {
+            "train_data": [x for x, _ in tr] * n,
+            "val_data": [x for x, _ in va],
+            "train_data_target": [t for _, t in tr] * n if pairs else None,
+            "val_data_target": [t for _, t in va] if pairs else None,
+        }
 
     def _config(self, settings: Settings, patch):
         accel = {"auto": "auto", "cpu": "cpu", "cuda": "gpu", "mps": "mps"}[settings.device]
@@ -200,14 +224,14 @@ class N2VModel(ModelBase):
             cfg.data_config.normalization = old_norm.model_copy()
         return cfg
 
-    def _fit(self, cfg, callback: Progress, train_arrays: list, val_arrays: list) -> None:
+    def _fit(self, cfg, callback: Progress, arrays: dict) -> None:
         from careamics import CAREamist
 
         workdir = Path(tempfile.mkdtemp(prefix="napari-dlbio-n2v-"))
         try:
             cam = CAREamist(cfg, work_dir=workdir, callbacks=[callback], enable_progress_bar=False)
             cam.model.model.load_state_dict(self.module.model.state_dict())
-            cam.train(train_data=train_arrays, val_data=val_arrays)
+            cam.train(**arrays)
             cam.model.cpu()
             callback.apply_average(cam.model.model)
             self.module, self.config = cam.model, cam.config
@@ -225,39 +249,14 @@ class N2VModel(ModelBase):
         need = settings.steps_per_epoch * settings.batch_size
         return int(min(1000, max(1, math.ceil(need / max(n, 1)))))
 
-    # -- evaluation: there is no clean target, so report the self-supervised loss ------
+    # -- evaluation ------------------------------------------------------------------
     def evaluate(self, samples: list, ctx: JobContext, raw: list | None = None) -> dict[str, Any]:
-        """Masked N2V loss on held-out images (lower is better; the noise sets its floor).
+        """N2V: the masked loss on held-out images; CARE/N2N: the loss and PSNR on held-out pairs."""
+        from .scores import masked_loss, pair_scores
 
-        N2V has no clean target, so no PSNR is claimed; this loss compares predictions
-        with noisy pixels and is only comparable between models on the same data.
-        """
-        import torch
-        from careamics.lightning.modules.n2v_utils import N2VManipulate
-        from careamics.losses import n2v_loss
-
-        if not samples:
-            return {"n_val": 0}
-        norm = self._normalization()
-        manip = N2VManipulate(self.config.algorithm_config.n2v_config.model_copy(update={"seed": 12345}))
-        net = self.module.model.cpu().eval()
-        mult = 2 ** self.config.algorithm_config.model.depth
-        losses = []
-        with torch.no_grad():
-            for s in samples:
-                ctx.check()
-                x, _ = norm(self._pre(self.check_item(s.image))[0])
-                crop = tuple(slice(0, d // mult * mult) for d in x.shape[1:])
-                x = x[(slice(None),) + crop]
-                if min(x.shape[1:]) < mult:
-                    continue
-                t = torch.from_numpy(np.ascontiguousarray(x))[None]
-                masked, original, mask = manip(t)
-                losses.append(float(n2v_loss(net(masked), original, mask)))
-        out: dict[str, Any] = {"n_val": len(samples)}
-        if losses:
-            out["n2v_val_loss"] = float(np.mean(losses))
-        return out
+        if self.settings.needs_targets():
+            return pair_scores(self, samples, ctx)
+        return masked_loss(self, samples, ctx)
 
     # -- files --------------------------------------------------------------------------
     def save_weights(self, folder: Path) -> None:

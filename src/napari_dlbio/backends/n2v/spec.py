@@ -1,11 +1,15 @@
-"""The Noise2Void backend's declaration (cheap to import: settings only)."""
+"""The restoration backend's declaration (cheap to import: settings only).
+
+Its name stays ``n2v`` (saved models and scripts name it); its outputs are named after
+each model's algorithm (:attr:`N2VModel.layer_suffix`): ``_n2v``, ``_care``, ``_n2n``.
+"""
 
 from ..base import BackendSpec
 from .settings import Predict, Settings
 
 SPEC = BackendSpec(
     name="n2v",
-    title="Noise2Void (CAREamics)",
+    title="Restoration (Noise2Void, CARE, Noise2Noise)",
     output="image",
     Settings=Settings,
     Predict=Predict,
