@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import numpy as np
 
 if TYPE_CHECKING:
+    from ..bioimageio_parts import BioimageioParts
     from ..config import PredictSettings, Settings, TrainSettings
     from ..data import Sample
     from ..jobs import JobContext
@@ -63,6 +64,7 @@ class BackendSpec:
     pretrained_hint: str = ""       # example of such a name, shown in the Predict dock
     needs_labels: bool = True       # False: self-supervised (trains on images alone)
     layer_suffix: str | None = None  # outputs named "<image>_<suffix>" (None: "<image>_<model>")
+    bioimageio: bool = False        # its models export to bioimage.io zips (ModelBase.bioimageio)
 
     def model_class(self) -> type[ModelBase]:
         if isinstance(self.model, type):
@@ -309,3 +311,21 @@ class ModelBase:
     def save_weights(self, folder: Path) -> None:
         """Write the backend's own files into ``folder`` (model.json is the store's)."""
         raise NotImplementedError
+
+    # -- bioimage.io --------------------------------------------------------------------------------
+    def bioimageio(self) -> BioimageioParts:
+        """What a bioimage.io package of this model needs from the backend (see :mod:`..bioimageio_parts`)."""
+        from ..store import ModelError
+
+        raise ModelError(f"{self.spec.title} models cannot be exported to bioimage.io yet")
+
+    @classmethod
+    def from_bioimageio(cls, rdf: Any, folder: Path) -> ModelBase:
+        """A model of this backend from a foreign bioimage.io package unpacked in ``folder``.
+
+        ``rdf``: the package's validated ``bioimageio.spec`` description. Our own exports
+        never come here (they restore from their ``model.json``).
+        """
+        from ..store import ModelError
+
+        raise ModelError(f"{cls.spec.title} cannot run the bioimage.io model {getattr(rdf, 'name', folder)}")
