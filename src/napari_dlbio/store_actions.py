@@ -11,6 +11,8 @@ A model is known by its folder's name (``store.read_info`` reports that name), s
   like any abandoned save.
 
 All three refuse a name that is taken, invalid, or that a running save is writing.
+:func:`export` writes a model as a bioimage.io zip (a job: it needs torch, so the
+Models dock runs it in the job process).
 """
 
 from __future__ import annotations
@@ -66,6 +68,14 @@ def delete(name: str) -> Path:
     _durable.fsync(src.parent)
     _durable.discard(trash)  # model.json first: a removal cut short never looks like a model
     return src
+
+
+def export(name: str, out_zip: str, force: bool = False, ctx=None) -> str:
+    """Write the store's model ``name`` as a bioimage.io zip at ``out_zip``; returns its path."""
+    from . import tasks
+    from .bioimageio_export import export_model
+
+    return str(export_model(tasks.load_model(_existing(name)), out_zip, force=force, ctx=ctx))
 
 
 def copy_name(name: str) -> str:

@@ -30,8 +30,9 @@ from ..formatting import describe_error, metric_parts
 from .model_card import ModelCard, backend_title, when
 from .widgets import describe_model, hint, scroll_body
 
-EXPORT_TIP = ("Export to a bioimage.io model zip comes with bioimage.io export for every backend "
-              "(a later release). Until then, share the model's folder: 'Open folder'.")
+EXPORT_TIP = ("Write this model as a bioimage.io model zip (weights, test image, documentation): it opens "
+              "in napari-dlbio (Predict/Train: 'Zip…'), deepImageJ, ilastik and the BioImage Model Zoo.")
+NO_EXPORT_TIP = "{title} models cannot be exported to bioimage.io: share the model's folder ('Open folder')."
 EVALUATE_TIP = ("Open the Evaluate dock with this model as a candidate, to score it against a labels "
                 "layer you annotated (only annotated slices count).")
 
@@ -55,6 +56,7 @@ class ModelsWidget(QWidget):
         body.addWidget(self.card)
         body.addStretch(1)
         self._stamp: object = ()
+        self._runner = None   # the export job's runner, made by the first export
         self._shown: list[tuple[str, str]] | None = None
         self.list.currentRowChanged.connect(lambda _: self._show())
         self.refresh()
@@ -83,6 +85,7 @@ class ModelsWidget(QWidget):
         grid.addWidget(self.evaluate_btn, 2, 0, 1, 2)
         grid.addWidget(self.export_btn, 3, 0, 1, 2)
         self.evaluate_btn.clicked.connect(self.evaluate)
+        self.export_btn.clicked.connect(self.export)
         return box
 
     # -- the list ---------------------------------------------------------------------------
@@ -160,8 +163,10 @@ class ModelsWidget(QWidget):
         for btn in (self.rename_btn, self.duplicate_btn, self.delete_btn, self.open_btn):
             btn.setEnabled(info is not None)
         self.evaluate_btn.setEnabled(info is not None and self.viewer is not None)
-        self.export_btn.setEnabled(False)
-        self.export_btn.setToolTip(EXPORT_TIP)
+        exportable = info is not None and _exportable(info.backend)
+        self.export_btn.setEnabled(exportable and not self._exporting())
+        self.export_btn.setToolTip(EXPORT_TIP if exportable or info is None
+                                   else NO_EXPORT_TIP.format(title=backend_title(info.backend)))
 
     # -- actions ----------------------------------------------------------------------------
     def rename(self) -> None:
@@ -203,6 +208,42 @@ class ModelsWidget(QWidget):
             return
         self._say(f"{info.name} added to the Evaluate dock's candidates")
 
+    def export(self) -> None:
+        """Ask where, then write the zip in the job process (torch never loads in napari's)."""
+        from pathlib import Path
+
+        from qtpy.QtWidgets import QFileDialog
+
+        info = self.info()
+        path, _ = QFileDialog.getSaveFileName(self, "Export to bioimage.io", str(Path.home() / f"{info.name}.zip"),
+                                              "bioimage.io model (*.zip)")
+        if path:
+            # The dialog has asked before overwriting: the export may replace the file.
+            self.export_to(info.name, path if path.lower().endswith(".zip") else path + ".zip", force=True)
+
+    def export_to(self, name: str, path: str, force: bool = False):
+        """Start the export job of the model ``name`` to ``path``; returns its handle."""
+        from .. import store_actions
+        from ..execution import Call
+        from .runner import JobRunner
+
+        if self._runner is None:
+            self._runner = JobRunner(self)
+        self._say(f"exporting {name} to {path}…")
+        handle = self._runner.start(Call(store_actions.export, (name, path), {"force": force}),
+                                    on_done=self._exported, on_error=lambda e: self._say(describe_error(e), error=True),
+                                    on_finished=self._show, activity=f"Export {name} (bioimage.io)")
+        self.export_btn.setEnabled(False)
+        return handle
+
+    def _exported(self, path: str) -> None:
+        import os
+
+        self._say(f"exported to {path} ({os.path.getsize(path) / 1e6:.1f} MB)")
+
+    def _exporting(self) -> bool:
+        return self._runner is not None and self._runner.running
+
     def _ask_name(self, title: str, prompt: str, start: str) -> str | None:
         """The name typed, or None when cancelled or left empty."""
         text, ok = QInputDialog.getText(self, title, prompt, text=start)
@@ -231,6 +272,13 @@ class ModelsWidget(QWidget):
 
 
 _INFO_ROLE = Qt.ItemDataRole.UserRole  # the ModelInfo of a list row
+
+
+def _exportable(backend: str) -> bool:
+    from .. import backends
+
+    spec = backends.specs().get(backend)
+    return spec is not None and spec.bioimageio
 
 
 def _list_text(info) -> str:
