@@ -35,15 +35,20 @@ class Normalization:
 
     ``percentile``: ``low`` -> 0 and ``high`` -> 1 per image (per channel when
     ``per_channel``); ``mean_std``: ``(x - mean) / std`` with the training set's
-    statistics (one per channel); ``none``: raw intensities.
+    statistics (one per channel); ``percentile_mean_std``: the first, then the
+    second (CAREamics' models inside our percentile normalisation); ``none``: raw
+    intensities. ``output_mean`` / ``output_std`` (restoration): the network's first
+    output is ``y * output_std + output_mean`` in the normalised input's units.
     """
 
-    kind: Literal["percentile", "mean_std", "none"]
+    kind: Literal["percentile", "mean_std", "percentile_mean_std", "none"]
     low: float = 1.0
     high: float = 99.8
     per_channel: bool = False
     mean: tuple[float, ...] = ()
     std: tuple[float, ...] = ()
+    output_mean: tuple[float, ...] = ()
+    output_std: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)

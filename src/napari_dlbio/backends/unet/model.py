@@ -245,6 +245,13 @@ class UNetModel(TorchModel):
             out["probability"] = prob.astype(np.float32, copy=False)
         return out
 
+    def bioimageio(self):
+        from .bioimageio import parts
+
+        if self.net is None:
+            raise store.ModelError("this U-Net has not been trained yet; nothing to export")
+        return parts(self)
+
     # -- storage -------------------------------------------------------------------------------------
     def save_weights(self, folder: Path) -> None:
         import torch

@@ -48,8 +48,11 @@ class UNet(nn.Module):
         base_width: int = 32,
         batch_norm: bool = True,
         dropout: float = 0.0,
+        softmax: bool = False,
     ):
         super().__init__()
+        # softmax: class probabilities instead of logits (bioimage.io packages, which hold no loss).
+        self.softmax = softmax
         Conv, _, Pool, Up, _ = _layers(ndim)
         self.ndim, self.depth = ndim, depth
         widths = [base_width * 2**i for i in range(depth + 1)]
@@ -78,7 +81,8 @@ class UNet(nn.Module):
         pad = []
         for s in reversed(spatial):
             pad += [0, (-s) % m]
-        if any(pad):
+        padded = any(pad)
+        if padded:
             x = F.pad(x, pad, mode="reflect" if min(spatial) > max(pad) else "replicate")
         skips = []
         for block in self.down:
@@ -89,4 +93,7 @@ class UNet(nn.Module):
         for up, block, skip in zip(self.up, self.dec, reversed(skips)):
             x = block(torch.cat([up(x), skip], 1))
         x = self.head(x)
-        return x[(slice(None), slice(None)) + tuple(slice(0, s) for s in spatial)]
+        if self.softmax:
+            x = torch.softmax(x, 1)
+        # Crop only what was padded: a traced network (TorchScript) then holds no size of its own.
+        return x[(slice(None), slice(None)) + tuple(slice(0, s) for s in spatial)] if padded else x

@@ -11,4 +11,5 @@ SPEC = BackendSpec(
     Predict=Predict,
     model="napari_dlbio.backends.unet.model:UNetModel",
     requires=("torch",),
+    bioimageio=True,
 )
