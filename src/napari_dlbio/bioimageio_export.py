@@ -276,12 +276,13 @@ def _output(parts: BioimageioParts, t: Tensor, test: Path, ndim: int):
     from bioimageio.spec.model import v0_5 as b
 
     axes = [b.BatchAxis(), b.ChannelAxis(channel_names=[b.Identifier(c) for c in t.channels])]
-    for a in _spatial_axes(ndim):
+    scales = t.scale if isinstance(t.scale, tuple) else (t.scale,) * ndim
+    for a, scale in zip(_spatial_axes(ndim), scales):
         size = b.SizeReference(tensor_id=b.TensorId(INPUT_ID), axis_id=b.AxisId(a))
         if t.halo:
-            axes.append(b.SpaceOutputAxisWithHalo(id=b.AxisId(a), size=size, halo=t.halo, scale=float(t.scale)))
+            axes.append(b.SpaceOutputAxisWithHalo(id=b.AxisId(a), size=size, halo=t.halo, scale=float(scale)))
         else:
-            axes.append(b.SpaceOutputAxis(id=b.AxisId(a), size=size, scale=float(t.scale)))
+            axes.append(b.SpaceOutputAxis(id=b.AxisId(a), size=size, scale=float(scale)))
     post = []
     n = parts.normalization
     if n.output_mean and t is parts.outputs[0]:

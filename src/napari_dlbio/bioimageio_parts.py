@@ -58,7 +58,7 @@ class Tensor:
     name: str
     description: str
     channels: tuple[str, ...]
-    scale: int = 1      # spatial size = input size / scale (StarDist's grid)
+    scale: int | tuple[int, ...] = 1   # spatial size = input size / scale (StarDist's grid), per axis or all
     halo: int = 0       # pixels on each spatial side that a consumer should crop after tiling
 
 

@@ -148,6 +148,8 @@ def resolve(name_or_path: str | Path) -> Path:
     p = Path(name_or_path).expanduser()
     if not p.exists() and p.name and _looks_like_path(str(name_or_path)):
         clean_partial(p.parent, p.name)
+    if p.is_file() and p.suffix.lower() == ".zip":
+        return _zip_folder(p)
     if p.exists():
         return p
     candidate = store_root() / str(name_or_path)
@@ -155,8 +157,23 @@ def resolve(name_or_path: str | Path) -> Path:
         clean_partial(store_root(), str(name_or_path))
         if candidate.exists():
             return candidate
+    from .bioimageio_import import not_found_hint
+
     known = ", ".join(i.name for i in list_models()) or "none yet"
-    raise ModelError(f"no model named or at {name_or_path!r} (models in {store_root()}: {known})")
+    raise ModelError(f"no model named or at {name_or_path!r} (models in {store_root()}: {known})"
+                     f"{not_found_hint(str(name_or_path))}")
+
+
+def _zip_folder(p: Path) -> Path:
+    """Our bioimage.io export's model folder (extracted once); a clear error for other zips."""
+    from . import bioimageio_import as bmz
+
+    if not bmz.is_package(p):
+        raise ModelError(f"{p} is not a bioimage.io model zip (it has no rdf.yaml)")
+    if not bmz.is_ours(p):
+        raise ModelError(f"{p} is a bioimage.io model made elsewhere: open it with the backend that runs it "
+                         "(Predict dock: Pretrained; command line: --backend n2v or --backend stardist)")
+    return bmz.unpack(p)
 
 
 def stamp(root: Path | None = None) -> int | None:

@@ -90,10 +90,22 @@ def load_model(name_or_path: str | Path, backend: str | None = None):
     """
     if backend is not None and _store_folder(name_or_path) is None:
         return get_backend(backend).pretrained(str(name_or_path))
+    if _foreign_package(name_or_path):
+        from .bioimageio_import import open_foreign
+
+        return open_foreign(name_or_path)
     info = store.read_info(store.resolve(name_or_path))
     if backend is not None and info.backend != backend:
         raise store.ModelError(f"{info.name} is a {info.backend} model, not {backend}")
     return get_backend(info.backend).load(info)
+
+
+def _foreign_package(name_or_path: str | Path) -> bool:
+    """A bioimage.io zip made elsewhere (no model.json of ours): a backend must run it."""
+    from . import bioimageio_import as bmz
+
+    p = Path(name_or_path).expanduser()
+    return p.suffix.lower() == ".zip" and bmz.is_package(p) and not bmz.is_ours(p)
 
 
 def _store_folder(name_or_path: str | Path) -> Path | None:

@@ -320,12 +320,12 @@ class ModelBase:
         raise ModelError(f"{self.spec.title} models cannot be exported to bioimage.io yet")
 
     @classmethod
-    def from_bioimageio(cls, rdf: Any, folder: Path) -> ModelBase:
-        """A model of this backend from a foreign bioimage.io package unpacked in ``folder``.
+    def from_bioimageio(cls, rdf: Any, zip_path: Path, folder: Path) -> ModelBase:
+        """A model of this backend from the foreign bioimage.io package ``zip_path`` (unpacked in ``folder``).
 
         ``rdf``: the package's validated ``bioimageio.spec`` description. Our own exports
         never come here (they restore from their ``model.json``).
         """
         from ..store import ModelError
 
-        raise ModelError(f"{cls.spec.title} cannot run the bioimage.io model {getattr(rdf, 'name', folder)}")
+        raise ModelError(f"{cls.spec.title} cannot run the bioimage.io model {getattr(rdf, 'name', zip_path)}")

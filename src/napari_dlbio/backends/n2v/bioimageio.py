@@ -1,80 +1,82 @@
-"""bioimage.io: export with CAREamics' exporter (what a zip says about its normalisation: :mod:`.config`)."""
+"""What a bioimage.io package of a restoration model says: CAREamics' U-Net and the normalisation chain.
+
+Our models normalise twice before CAREamics' network: per image by percentiles
+(our settings), then by the training set's mean and standard deviation
+(CAREamics' statistics); the network's output is then denormalised with the
+target's statistics (CARE, N2N) or the input's (N2V). The package states all of
+it as preprocessing and postprocessing, so its output is the restored image in the
+percentile-normalised units (napari-dlbio maps it back to the input's range).
+"""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
+import copy
 from pathlib import Path
 
 import numpy as np
 
-from ...store import ModelError
-from .config import _to_careamics
-from .model import N2VModel
+from ...bioimageio_parts import Architecture, BioimageioParts, Normalization, Tensor
+
+CITATIONS = {
+    "n2v": ({"text": "Krull, Buchholz, Jug. Noise2Void - Learning Denoising from Single Noisy Images. CVPR 2019",
+             "doi": "10.1109/CVPR.2019.00223"},),
+    "n2v2": ({"text": "Höck et al. N2V2 - Fixing Noise2Void Checkerboard Artifacts with Modified Sampling "
+                      "Strategies and a Tweaked Network Architecture. ECCV Workshops 2022",
+              "doi": "10.48550/arXiv.2211.08512"},),
+    "care": ({"text": "Weigert et al. Content-aware image restoration: pushing the limits of fluorescence "
+                      "microscopy. Nature Methods 2018", "doi": "10.1038/s41592-018-0216-7"},),
+    "n2n": ({"text": "Lehtinen et al. Noise2Noise: Learning Image Restoration without Clean Data. ICML 2018",
+             "url": "https://arxiv.org/abs/1803.04189"},),
+}
+CAREAMICS = {"text": "CAREamics: a modern, user-friendly library for deep-learning-based image restoration",
+             "url": "https://careamics.github.io"}
+WHAT = {"n2v": "Noise2Void", "n2v2": "N2V2", "care": "CARE", "n2n": "Noise2Noise"}
 
 
-def export_bioimageio(
-    model: N2VModel,
-    path: str | Path,
-    name: str | None = None,
-    description: str | None = None,
-    authors: list[dict] | None = None,
-    example: np.ndarray | None = None,
-) -> Path:
-    """Write ``model`` as a bioimage.io model zip with CAREamics' exporter; returns the zip path.
-
-    ``example``: an input item ``(C, *spatial)`` in raw intensities used as the zip's test
-    input/output (default: a smooth synthetic image of 256 px, 16 px deep in 3D). The
-    export runs offline.
-    """
-    from careamics import CAREamist
-
-    path = Path(path).expanduser()
-    if path.suffix.lower() != ".zip":
-        path = path.with_suffix(".zip")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if example is None:
-        example = _example_input(model)
-    example = model._pre(model.check_item(example))[0]
-    mult = 2 ** model.config.algorithm_config.model.depth
-    example = example[(slice(None),) + tuple(slice(0, max(mult, d // mult * mult)) for d in example.shape[1:])]
-    title = name or (model.info.name if model.info is not None else model.name)
-    friendly = "".join(c if c.isalnum() or c in "-_()" else "_" for c in title) or "n2v"
-    prov = model.info.provenance if model.info is not None else {}
-    workdir = Path(tempfile.mkdtemp(prefix="napari-dlbio-n2v-export-"))
-    try:
-        cam = CAREamist(model.config, work_dir=workdir, enable_progress_bar=False)
-        cam.model.load_state_dict(model.module.state_dict())
-        cam.export_to_bmz(
-            path_to_archive=path,
-            friendly_model_name=friendly,
-            input_array=_to_careamics(example),
-            authors=authors or [{"name": "napari-dlbio user"}],
-            general_description=description or _description(model),
-            data_description=f"Trained on: {', '.join(s.get('image', '?') for s in prov.get('sources', []))}"
-            if prov.get("sources") else "Self-supervised training on the user's noisy images.",
-        )
-    except Exception as exc:  # noqa: BLE001 - exporter errors come from many packages
-        raise ModelError(f"bioimage.io export to {path} failed: {exc}") from exc
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    return path
-
-
-def _description(model: N2VModel) -> str:
-    text = f"Noise2Void ({model.settings.algorithm.upper()}) denoiser trained with napari-dlbio and CAREamics."
+def parts(model) -> BioimageioParts:
+    cfg = model.config
+    stats = cfg.data_config.normalization
+    algo = model.settings.algorithm
     n = model.settings.normalization
-    if n.mode == "percentile":
-        # The zip holds CAREamics' own normalisation only; say what else the input needs.
-        text += (f" Inputs must first be normalised per image: percentile {n.low:g} -> 0 and "
-                 f"{n.high:g} -> 1{' per channel' if n.per_channel else ''} (napari-dlbio does this itself).")
-    return text
+    mean, std = _stats(stats, "input", model.n_channels)
+    out_mean, out_std = _stats(stats, "target", model.n_channels) if stats.target_means else (mean, std)
+    m = 2 ** int(cfg.algorithm_config.model.depth)
+    return BioimageioParts(
+        network=copy.deepcopy(model.module.model).cpu().eval(),
+        architecture=Architecture("UNet", cfg.algorithm_config.model.model_dump(mode="json"),
+                                  import_from="careamics.models.unet"),
+        normalization=Normalization(
+            "percentile_mean_std" if n.mode == "percentile" else "mean_std", n.low, n.high, n.per_channel,
+            mean=mean, std=std, output_mean=out_mean, output_std=tuple(s + 1e-6 for s in out_std)),
+        outputs=(Tensor("restored", "the restored image in the percentile-normalised input's units (see README)",
+                        tuple(f"channel{i}" for i in range(model.n_channels))),),
+        min_shape=(m,) * model.ndim, step=(m,) * model.ndim,
+        method=f"{WHAT[algo]} image restoration ({model.ndim}D) trained with napari-dlbio and CAREamics.",
+        postprocessing=_postprocessing(model),
+        citations=(*CITATIONS[algo], CAREAMICS),
+        tags=["denoising", "restoration", algo, "careamics"],
+        extra={"careamics": {"algorithm": algo}},
+    )
 
 
-def _example_input(model: N2VModel) -> np.ndarray:
-    stats = model.config.data_config.normalization
-    mean = float(np.mean(getattr(stats, "input_means", None) or [0.0]))
-    std = float(np.mean(getattr(stats, "input_stds", None) or [1.0]))
-    shape = (model.n_channels,) + ((16,) if model.ndim == 3 else ()) + (256, 256)
-    rng = np.random.default_rng(0)
-    return (mean + std * rng.standard_normal(shape)).astype(np.float32)
+def _stats(stats, which: str, n_channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    means = np.broadcast_to(np.asarray(getattr(stats, f"{which}_means"), np.float64), (n_channels,))
+    stds = np.broadcast_to(np.asarray(getattr(stats, f"{which}_stds"), np.float64), (n_channels,))
+    return tuple(float(v) for v in means), tuple(float(v) for v in stds)
+
+
+def _postprocessing(model) -> str:
+    text = "The output is the restored image; no further step is needed."
+    if model.settings.normalization.mode == "percentile":
+        text += (" napari-dlbio (and the package's preprocessing) first maps each image's "
+                 f"{model.settings.normalization.low:g} and {model.settings.normalization.high:g} percentiles to 0 "
+                 "and 1; napari-dlbio maps the output back to the input's intensity range.")
+    return text + (" napari-dlbio's Predict option `tta` (on by default) also averages the 8 flips/rotations "
+                   "of the input.")
+
+
+def export_bioimageio(model, path: str | Path, example: np.ndarray | None = None, **kwargs) -> Path:
+    """Write ``model`` as a bioimage.io zip (the shared exporter; kept for scripts that call it here)."""
+    from ...bioimageio_export import export_model
+
+    return export_model(model, path, example=example, **kwargs)

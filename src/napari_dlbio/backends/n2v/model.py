@@ -259,6 +259,19 @@ class N2VModel(ModelBase):
         return masked_loss(self, samples, ctx)
 
     # -- files --------------------------------------------------------------------------
+    def bioimageio(self):
+        from .bioimageio import parts
+
+        return parts(self)
+
+    @classmethod
+    def from_bioimageio(cls, rdf, zip_path: Path, folder: Path) -> N2VModel:
+        """CAREamics' own N2V/CARE/N2N packages (their architecture is CAREamics' UNet)."""
+        sd = getattr(rdf.weights, "pytorch_state_dict", None)
+        if sd is None or "careamics" not in str(getattr(sd.architecture, "import_from", "")):
+            raise ModelError(f"Restoration: {rdf.name} is not a CAREamics model")
+        return cls.pretrained(str(zip_path))
+
     def save_weights(self, folder: Path) -> None:
         """CAREamics' own configuration (YAML) and a checkpoint CAREamics can load."""
         from careamics.config.utils.configuration_io import save_configuration

@@ -18,6 +18,7 @@ SPEC = BackendSpec(
     extra="n2v",
     has_pretrained=True,
     pretrained_hint="bioimage.io zip or CAREamics checkpoint",
+    bioimageio=True,
     needs_labels=False,
     layer_suffix="n2v",
 )

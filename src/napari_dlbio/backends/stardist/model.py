@@ -245,6 +245,17 @@ class StarDistModel(TorchModel):
     def fit_metrics(self) -> dict:
         return {"prob_thresh": self.thresholds["prob"], "nms_thresh": self.thresholds["nms"]}
 
+    def bioimageio(self):
+        from .bioimageio import parts
+
+        return parts(self)
+
+    @classmethod
+    def from_bioimageio(cls, rdf, zip_path: Path, folder: Path) -> StarDistModel:
+        from .bioimageio import from_package
+
+        return from_package(cls, rdf, Path(folder))
+
     def save_weights(self, folder: Path) -> None:
         import torch
 

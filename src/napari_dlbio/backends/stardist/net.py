@@ -154,3 +154,8 @@ class StarDistNet(nn.Module):
             x = F.relu(L["features"](x))
         p = L["prob"](x)
         return torch.cat([p if logits else torch.sigmoid(p), L["dist"](x)], 1)
+
+
+def stardist_net(**arch) -> StarDistNet:
+    """The network from JSON-able architecture fields (bioimage.io rebuilds it from these kwargs)."""
+    return StarDistNet(Arch(**{k: tuple(v) if isinstance(v, list) else v for k, v in arch.items()}))

@@ -14,4 +14,5 @@ SPEC = BackendSpec(
     extra="stardist",
     has_pretrained=True,
     pretrained_hint="2D_versatile_fluo",
+    bioimageio=True,
 )
