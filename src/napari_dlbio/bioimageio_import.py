@@ -55,8 +55,8 @@ def is_ours(path: str | Path) -> bool:
 def unpack(path: str | Path) -> Path:
     """The saved model folder inside our package ``path``, extracted once (atomically) into the cache."""
     p = Path(path).expanduser().absolute()
-    digest = _digest(p)
-    dest = cache_root() / f"{p.stem[:60]}-{digest}"
+    # <content digest>/<model name>: a model is known by its folder's name, and two zips never share a folder.
+    dest = cache_root() / _digest(p) / _model_name(p)
     if (dest / "model.json").is_file():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -90,6 +90,17 @@ def _note_origin(meta: Path, zip_path: Path) -> None:
     data = json.loads(meta.read_text())
     data.setdefault("extra", {})["bioimageio_zip"] = str(zip_path)
     meta.write_text(json.dumps(data, indent=2))
+
+
+def _model_name(p: Path) -> str:
+    from .store import check_name
+
+    try:
+        with zipfile.ZipFile(p) as z:
+            name = str(json.loads(z.read("model.json")).get("name") or p.stem)
+        return check_name(name)
+    except (KeyError, ValueError, ModelError, zipfile.BadZipFile) as exc:
+        raise ModelError(f"{p}: its model.json cannot be read ({exc})") from exc
 
 
 def _digest(p: Path) -> str:
@@ -133,6 +144,14 @@ def _load_description(p: Path):
         return load_model_description(p, perform_io_checks=False)
     except Exception as exc:  # noqa: BLE001 - the spec library raises many kinds
         raise ModelError(f"{p} is not a valid bioimage.io model: {exc}") from exc
+
+
+def description_config(rdf) -> dict:
+    """The description's free ``config`` section as plain data (a pydantic node in spec 0.5)."""
+    cfg = getattr(rdf, "config", None)
+    if cfg is None:
+        return {}
+    return cfg.model_dump(mode="json") if hasattr(cfg, "model_dump") else dict(cfg)
 
 
 def not_found_hint(name: str) -> str:

@@ -167,6 +167,12 @@ def predict(
     return _predict_items(model, image, plan, settings, ctx, out, unique_labels)
 
 
+def first_item(model, image, axes: str | None = None, rgb: bool = False, channels=None) -> np.ndarray:
+    """The first item (C, *spatial) of ``image`` as ``model`` would read it, as float32."""
+    plan = _item_plan(model, image, axes, model.coerce_predict(None), rgb, channels)
+    return as_item(plan.read(image, next(iter(plan.indices())), None), "example image")
+
+
 def _item_plan(model, image, axes, settings, rgb: bool, channels) -> ItemPlan:
     """How ``image`` is cut into items for ``model``; a clear error for what cannot work."""
     check_dtype(image.dtype, "image")

@@ -113,6 +113,10 @@ def _run(argv: list[str]) -> int:
         return cmd_demo(args)
     if args.command == "evaluate":
         return cmd_evaluate(args)
+    if args.command == "export":
+        from .export import cmd_export
+
+        return cmd_export(args)
     if args.command == "suggest":
         from .suggest import cmd_suggest
 

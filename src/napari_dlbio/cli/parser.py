@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from .. import __version__, backends, store
 from .common import PROG, CLIError
 from .evaluate import add_parser as add_evaluate_parser
+from .export import add_parser as add_export_parser
 from .options import add_settings_options
 from .suggest import add_parser as add_suggest_parser
 
@@ -41,6 +42,7 @@ def build_parser(train_backend=None, predict_backend=None) -> argparse.ArgumentP
     _add_demo(sub, common)
     add_evaluate_parser(sub, common)
     add_suggest_parser(sub, common)
+    add_export_parser(sub, common)
     return parser
 
 

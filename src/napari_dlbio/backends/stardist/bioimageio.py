@@ -55,9 +55,10 @@ def from_package(cls, rdf, folder: Path):
     """
     import json
 
+    from ...bioimageio_import import description_config
     from ...store import ModelError
 
-    sd = (getattr(rdf, "config", None) or {}).get("stardist")
+    sd = description_config(rdf).get("stardist")
     if not sd:
         raise ModelError(f"StarDist: {rdf.name} is not a StarDist model (no config.stardist in its description)")
     keras = getattr(rdf.weights, "keras_hdf5", None)
