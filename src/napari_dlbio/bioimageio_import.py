@@ -52,9 +52,21 @@ def is_ours(path: str | Path) -> bool:
         return "model.json" in z.namelist()
 
 
+_UNPACKED: dict[tuple, Path] = {}   # (zip path, size, mtime) -> its folder: docks ask often, hash once
+
+
 def unpack(path: str | Path) -> Path:
     """The saved model folder inside our package ``path``, extracted once (atomically) into the cache."""
     p = Path(path).expanduser().absolute()
+    st = p.stat()
+    key = (str(p), st.st_size, st.st_mtime_ns)
+    if key in _UNPACKED and (_UNPACKED[key] / "model.json").is_file():
+        return _UNPACKED[key]
+    _UNPACKED[key] = _unpack(p)
+    return _UNPACKED[key]
+
+
+def _unpack(p: Path) -> Path:
     # <content digest>/<model name>: a model is known by its folder's name, and two zips never share a folder.
     dest = cache_root() / _digest(p) / _model_name(p)
     if (dest / "model.json").is_file():

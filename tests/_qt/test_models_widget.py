@@ -54,7 +54,7 @@ def test_card_shows_backend_data_metrics_and_settings(make_napari_viewer):
         "6", "2", "8", "no limit")
     assert "seed" in advanced and "normalization low" in advanced and "seed" not in basic
     assert not card.advanced.isExpanded()  # advanced settings start folded
-    assert not w.export_btn.isEnabled() and "bioimage.io" in w.export_btn.toolTip()
+    assert w.export_btn.isEnabled() and "bioimage.io" in w.export_btn.toolTip()   # U-Nets export
 
 
 def test_rename_and_duplicate_change_the_store_and_the_list(make_napari_viewer, monkeypatch):

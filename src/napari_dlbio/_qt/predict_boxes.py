@@ -25,7 +25,7 @@ from ..requests import ModelSource
 from .forms import SettingsBox
 from .widgets import ImageTable, SavedModelPicker, describe_model
 
-SOURCES = ("Saved model", "Model folder", "Pretrained")
+SOURCES = ("Saved model", "Model folder or zip", "Pretrained")
 
 
 def _row(*parts: tuple[QWidget, int]) -> QWidget:
@@ -56,8 +56,12 @@ class ModelSourceBox(QGroupBox):
         form.addRow("source", self.source)
         self.saved = SavedModelPicker()
         self.folder = QLineEdit()
-        self.folder.setPlaceholderText("folder with model.json")
-        self.browse = QPushButton("Browse…")
+        self.folder.setPlaceholderText("folder with model.json, or a bioimage.io .zip")
+        self.browse = QPushButton("Folder…")
+        self.browse.setToolTip("A model folder (with model.json), e.g. copied from another computer")
+        self.zip_btn = QPushButton("Zip…")
+        self.zip_btn.setToolTip("A bioimage.io model zip exported by napari-dlbio (its settings come back in full). "
+                                "Zips made elsewhere (CAREamics, StarDist): source 'Pretrained'")
         self.pre_backend = QComboBox()
         for name in backends.available():
             if backends.spec(name).has_pretrained:
@@ -66,7 +70,7 @@ class ModelSourceBox(QGroupBox):
         self.pre_name = QLineEdit()
         self.pre_name.setToolTip("The backend's model name, or a model file or folder; empty: the example shown")
         self.stack = QStackedWidget()
-        for page in (self.saved, _row((self.folder, 1), (self.browse, 0)),
+        for page in (self.saved, _row((self.folder, 1), (self.browse, 0), (self.zip_btn, 0)),
                      _row((self.pre_backend, 0), (self.pre_name, 1))):
             self.stack.addWidget(page)
         form.addRow("model", self.stack)
@@ -80,10 +84,17 @@ class ModelSourceBox(QGroupBox):
         self.saved.model_changed.connect(self.refresh)
         self.folder.editingFinished.connect(self.refresh)
         self.browse.clicked.connect(self._browse)
+        self.zip_btn.clicked.connect(self._browse_zip)
         self.pre_backend.currentIndexChanged.connect(self.refresh)
 
     def _browse(self) -> None:
         path = QFileDialog.getExistingDirectory(self, "Model folder")
+        if path:
+            self.folder.setText(path)
+            self.refresh()
+
+    def _browse_zip(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "bioimage.io model zip", "", "bioimage.io model (*.zip)")
         if path:
             self.folder.setText(path)
             self.refresh()
@@ -96,11 +107,12 @@ class ModelSourceBox(QGroupBox):
         if self.kind() == "Saved model":
             info = self.saved.info()
             return (info.backend if info else None), info
-        if self.kind() == "Model folder":
+        if self.kind() == SOURCES[1]:
             text = self.folder.text().strip()
             if not text:
                 return None, None
-            info = store.read_info(text)  # ModelError with the reason if not a model folder
+            # A zip of ours opens as the model folder it carries (extracted once); ModelError says why not.
+            info = store.read_info(store.resolve(text) if text.lower().endswith(".zip") else text)
             return info.backend, info
         return self.pre_backend.currentData(), None
 

@@ -6,6 +6,7 @@ import numpy as np
 from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import (
     QComboBox,
+    QFileDialog,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
@@ -272,12 +273,32 @@ class ModelBox(QGroupBox):
         form.addRow("name", self.name)
         self.start_from = SavedModelPicker(none_text="new model")
         self.start_from.setToolTip("Fine-tune a saved model instead of starting from scratch")
-        form.addRow("start from", self.start_from)
+        self.zip_btn = QPushButton("Zip…")
+        self.zip_btn.setToolTip("Fine-tune a model from a bioimage.io zip exported by napari-dlbio")
+        self.zip_btn.clicked.connect(self._pick_zip)
+        row = QHBoxLayout()
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.start_from, 1)
+        row.addWidget(self.zip_btn)
+        form.addRow("start from", row)
         self.name_hint = hint("")
         self.name_hint.hide()
         form.addRow(self.name_hint)
         self.name.textChanged.connect(lambda _: self.update_hint())
         self.start_from.model_changed.connect(self._start_changed)
+
+    def _pick_zip(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "bioimage.io model zip", "", "bioimage.io model (*.zip)")
+        if path:
+            self.open_zip(path)
+
+    def open_zip(self, path: str) -> None:
+        """Start from the model in our bioimage.io zip ``path``; the hint says why when it cannot."""
+        try:
+            self.start_from.add_file(store.read_info(store.resolve(path)))
+        except store.ModelError as exc:
+            self.name_hint.setText(f"⚠ {describe_error(exc)}")
+            self.name_hint.show()
 
     def _start_changed(self, info) -> None:
         if info is not None:

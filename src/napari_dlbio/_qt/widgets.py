@@ -216,6 +216,7 @@ class SavedModelPicker(QWidget):
         super().__init__(parent)
         self.none_text = none_text
         self.backend: str | None = None
+        self.files: list = []   # models opened from files (bioimage.io zips), listed after the store's
         self.combo = _FreshCombo()
         self.combo.about_to_open.connect(lambda: self.refresh())
         self.combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
@@ -257,13 +258,14 @@ class SavedModelPicker(QWidget):
 
         self._stamp = store.stamp()
         current = select or (self.info().name if self.info() is not None else None)
-        infos = [i for i in store.list_models() if self.backend is None or i.backend == self.backend]
+        infos = [i for i in [*store.list_models(), *self.files] if self.backend is None or i.backend == self.backend]
         self.combo.blockSignals(True)
         self.combo.clear()
         if self.none_text:
             self.combo.addItem(self.none_text, None)
         for i in infos:
-            self.combo.addItem(f"{i.name}  ({i.backend}, {i.ndim}D)", i)
+            origin = ", zip" if i in self.files else ""
+            self.combo.addItem(f"{i.name}  ({i.backend}, {i.ndim}D{origin})", i)
             self.combo.setItemData(self.combo.count() - 1, describe_model(i), Qt.ItemDataRole.ToolTipRole)
         if not infos and not self.none_text:
             self.combo.addItem("no saved models yet — train one", None)
@@ -276,6 +278,13 @@ class SavedModelPicker(QWidget):
 
     def info(self):
         return self.combo.currentData() if self.combo.count() else None
+
+    def add_file(self, info) -> None:
+        """List a model opened from a file (kept across refreshes) and choose it."""
+        self.files = [i for i in self.files if i.path != info.path] + [info]
+        self.refresh()
+        self.combo.setCurrentIndex(next(k for k in range(self.combo.count())
+                                        if self.combo.itemData(k) is not None and self.combo.itemData(k).path == info.path))
 
 
 def _identity(info) -> tuple | None:
