@@ -24,7 +24,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from .store import ModelError, store_root
+from .model_names import ModelError, check_name, store_root
 
 RDF_NAMES = ("rdf.yaml", "bioimageio.yaml")
 # Files of the package itself, not of the saved model folder.
@@ -105,8 +105,6 @@ def _note_origin(meta: Path, zip_path: Path) -> None:
 
 
 def _model_name(p: Path) -> str:
-    from .store import check_name
-
     try:
         with zipfile.ZipFile(p) as z:
             name = str(json.loads(z.read("model.json")).get("name") or p.stem)
@@ -123,10 +121,10 @@ def _digest(p: Path) -> str:
     return h.hexdigest()[:12]
 
 
-def open_foreign(path: str | Path):
-    """A model of the first backend that can run the foreign package ``path``; one error naming each refusal."""
-    from . import backends
-
+def open_foreign(path: str | Path, models: list):
+    """A model of the first of ``models`` (backends' model classes, ``from_bioimageio``) that can run
+    the foreign package ``path``; one error naming each refusal. The caller lists the backends, so
+    this module (which the store imports) never imports the backend registry."""
     p = Path(path).expanduser().absolute()
     rdf = _load_description(p)
     folder = Path(tempfile.mkdtemp(prefix="napari-dlbio-bmz-"))
@@ -134,11 +132,9 @@ def open_foreign(path: str | Path):
     try:
         with zipfile.ZipFile(p) as z:
             z.extractall(folder)
-        for name in backends.available():
-            if not backends.spec(name).bioimageio:
-                continue
+        for model in models:
             try:
-                return backends.get(name).Model.from_bioimageio(rdf, p, folder)
+                return model.from_bioimageio(rdf, p, folder)
             except ModelError as exc:
                 reasons.append(str(exc))
     finally:

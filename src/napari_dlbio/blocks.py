@@ -9,9 +9,11 @@ item's border) and writes only its core.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,6 +78,47 @@ class Block:
     def describe(self, axes: str) -> str:
         """``"y 0:512, x 512:1024"``, for messages."""
         return ", ".join(f"{a.lower()} {s}:{e}" for a, (s, e) in zip(axes, self.core))
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a block's input sits in its item, for models whose outputs depend on it.
+
+    A network that sees the whole image in fixed tiles (Cellpose-SAM's attention over
+    each 256 px tile) gives a block's pixels the whole image's outputs only when it
+    runs the whole image's tiles; it needs the item's shape and the block's place to
+    find them. ``origin``: the input's first pixel in the item; ``shape``: the item's
+    spatial shape; ``core``: the part of the input whose outputs are written.
+    """
+
+    origin: tuple[int, ...]
+    shape: tuple[int, ...]
+    core: tuple[Span, ...]
+
+    @classmethod
+    def of(cls, block: Block, shape: Sequence[int]) -> Placement:
+        origin = tuple(o for o, _ in block.outer)
+        core = tuple((c0 - o, c1 - o) for (c0, c1), o in zip(block.core, origin))
+        return cls(origin, tuple(int(s) for s in shape), core)
+
+
+_PLACEMENT: ContextVar[Placement | None] = ContextVar("napari_dlbio_placement", default=None)
+
+
+@contextlib.contextmanager
+def placed(where: Placement) -> Iterator[None]:
+    """Within the block, :func:`placement` returns ``where`` (a context variable, as
+    :func:`napari_dlbio.normalize.item_bounds`: backends read it only if they need it)."""
+    token = _PLACEMENT.set(where)
+    try:
+        yield
+    finally:
+        _PLACEMENT.reset(token)
+
+
+def placement() -> Placement | None:
+    """The block being predicted (inside :func:`placed`), else None (a whole item)."""
+    return _PLACEMENT.get()
 
 
 def intersect(a: Sequence[Span], b: Sequence[Span]) -> tuple[Span, ...] | None:

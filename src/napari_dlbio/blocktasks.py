@@ -21,11 +21,10 @@ import numpy as np
 
 from . import stitching
 from .axes import ItemPlan
-from .blocks import Block, Span
+from .blocks import Block, Placement, Span, placed
 from .blockstate import load_arrays, save_arrays, write_marker
 from .normalize import as_item, item_bounds
 from .objects import SHAPES  # noqa: F401 - vector outputs (polygons) are not written blockwise
-
 
 
 @runtime_checkable
@@ -150,7 +149,8 @@ def predict_block(task: PredictTask) -> int:
     model = resolve_model(task.model)
     block = task.block
     x = task.item.read(block.outer_slices())
-    with item_bounds({key: (np.asarray(lo), np.asarray(sc)) for key, lo, sc in task.bounds}):
+    bounds = {key: (np.asarray(lo), np.asarray(sc)) for key, lo, sc in task.bounds}
+    with item_bounds(bounds), placed(Placement.of(block, task.item.plan.spatial_shape)):
         res = model.predict(x, task.settings)
     core, n = block.core_in_outer(), 0
     for target in task.targets:

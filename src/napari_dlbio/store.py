@@ -15,7 +15,6 @@ import datetime as _dt
 import json
 import os
 import platform
-import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -25,23 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from . import _durable
+from .model_names import NAME_RE as _NAME_RE
+from .model_names import ModelError, check_name, store_root  # the store's API as before
 
 FORMAT = "napari-dlbio-model"
 FORMAT_VERSION = 1
 META_FILE = _durable.META_FILE
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
-
-
-class ModelError(Exception):
-    """A model that cannot be found, read or used; the message says why."""
-
-
-def store_root() -> Path:
-    """Where named models live: ``$NAPARI_DLBIO_HOME/models`` or ``~/.napari-dlbio/models``."""
-    home = os.environ.get("NAPARI_DLBIO_HOME")
-    base = Path(home) if home else Path.home() / ".napari-dlbio"
-    return base / "models"
 
 
 def package_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
@@ -202,14 +191,6 @@ def list_models(root: Path | None = None) -> list[ModelInfo]:
             except ModelError:
                 continue
     return sorted(infos, key=lambda i: i.created, reverse=True)
-
-
-def check_name(name: str) -> str:
-    if not _NAME_RE.match(name):
-        raise ModelError(
-            f"invalid model name {name!r}: use letters, digits, '.', '_' or '-' (at most 100)"
-        )
-    return name
 
 
 def destination(name_or_path: str | Path) -> Path:

@@ -91,9 +91,11 @@ def load_model(name_or_path: str | Path, backend: str | None = None):
     if backend is not None and _store_folder(name_or_path) is None:
         return get_backend(backend).pretrained(str(name_or_path))
     if _foreign_package(name_or_path):
+        from . import backends
         from .bioimageio_import import open_foreign
 
-        return open_foreign(name_or_path)
+        exporters = [backends.get(n).Model for n in backends.available() if backends.spec(n).bioimageio]
+        return open_foreign(name_or_path, exporters)
     info = store.read_info(store.resolve(name_or_path))
     if backend is not None and info.backend != backend:
         raise store.ModelError(f"{info.name} is a {info.backend} model, not {backend}")

@@ -11,6 +11,7 @@ slices, then Cellpose's own stitching). Fine-tuning lives in :mod:`.finetune`.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from contextlib import nullcontext
 from pathlib import Path
@@ -19,17 +20,19 @@ import numpy as np
 
 from ... import device as devices
 from ... import store
+from ...blocks import placement
 from ...config import TrainSettings
 from ...jobs import JobContext
 from ...objects import OBJECTS, mean_per_object
+from ..base import BlockNeeds
 from .finetune import CellposeTraining
 from .inputs import prepare_input
 from .locate import WEIGHTS, resolve
 from .settings import MAX_CHANNELS, Predict, Settings
-from ..base import BlockNeeds
 from .spec import SPEC
 
 DIAMETER = 30.0  # pixels: the object size Cellpose-SAM works at when no diameter is given
+log = logging.getLogger(__name__)
 
 
 def open_cellpose(path: Path, device=None):
@@ -163,9 +166,13 @@ class CellposeModel(CellposeTraining):
         return (norm,) if norm.mode == "percentile" else ()
 
     def block_needs(self, settings) -> BlockNeeds:
-        """Halo of two object diameters, as Cellpose's ``distributed_segmentation`` overlaps its blocks."""
-        s = self.coerce_predict(settings)
-        return BlockNeeds(halo=max(64, math.ceil(2 * (s.diameter or DIAMETER))), multiple=1)
+        """Two object diameters (as Cellpose's ``distributed_segmentation`` overlaps its blocks), plus
+        one of Cellpose's tiles: a 2D block runs the whole image's tiles that cover its core and
+        those two diameters (:mod:`.grid`), which reach up to a tile beyond."""
+        return BlockNeeds(halo=self._object_halo(settings) + self._tile_size(), multiple=1)
+
+    def _object_halo(self, settings) -> int:
+        return max(64, math.ceil(2 * (self.coerce_predict(settings).diameter or DIAMETER)))
 
     # -- device and precision --------------------------------------------------
     def _point_cellpose_at(self, device) -> None:
@@ -215,11 +222,12 @@ class CellposeModel(CellposeTraining):
         return super().check_item(item, settings)
 
     def forward(self, item: np.ndarray, settings: Predict, ctx: JobContext) -> dict[str, np.ndarray]:
-        """Cellpose's own ``eval`` (network, flow dynamics and masks in one call)."""
+        """Cellpose's own ``eval`` (network, flow dynamics and masks in one call).
+
+        A 2D block of a larger item runs the whole item's tiles instead (:mod:`.grid`).
+        """
         s = settings
-        nd = self.item_ndim(s)
         x, norm = prepare_input(item, s.normalization)
-        dev = devices.select_device(s.device)
         kw = dict(
             batch_size=s.batch_size, normalize=norm, diameter=s.diameter, flow_threshold=s.flow_threshold,
             cellprob_threshold=s.cellprob_threshold, min_size=s.min_size,
@@ -228,19 +236,11 @@ class CellposeModel(CellposeTraining):
         )
         cp = self._cp
         master = cp.net
-        cp.net = self._network(s.bfloat16, dev)
+        cp.net = self._network(s.bfloat16, devices.select_device(s.device))
         try:
             # Channels last and contiguous, the layout Cellpose converts every input to.
             xl = np.ascontiguousarray(np.moveaxis(x, 0, -1))
-            if nd == 2:
-                masks, flows, _ = cp.eval(xl, channel_axis=-1, **kw)
-                dp, prob = flows[1], flows[2]
-            elif s.do_3D:
-                masks, flows, _ = cp.eval(xl, channel_axis=-1, z_axis=0, do_3D=True, anisotropy=s.anisotropy,
-                                          flow3D_smooth=s.flow3D_smooth, **kw)
-                dp, prob = flows[1], flows[2]
-            else:
-                masks, dp, prob = self._stitched(xl, s, kw, ctx)
+            masks, dp, prob = self._placed(xl, s, kw) or self._eval(xl, s, kw, ctx)
         finally:
             cp.net = master
         spatial = x.shape[1:]
@@ -250,6 +250,54 @@ class CellposeModel(CellposeTraining):
             out["flows"] = np.asarray(dp, np.float32).reshape((-1, *spatial))
             out["cellprob"] = np.asarray(prob, np.float32).reshape(spatial)
         return out
+
+    def _eval(self, xl: np.ndarray, s: Predict, kw: dict, ctx: JobContext):
+        """``(masks, flows, cell probability)`` of Cellpose's ``eval`` for one item (channels last)."""
+        cp = self._cp
+        if self.item_ndim(s) == 2:
+            masks, flows, _ = cp.eval(xl, channel_axis=-1, **kw)
+        elif s.do_3D:
+            masks, flows, _ = cp.eval(xl, channel_axis=-1, z_axis=0, do_3D=True, anisotropy=s.anisotropy,
+                                      flow3D_smooth=s.flow3D_smooth, **kw)
+        else:
+            return self._stitched(xl, s, kw, ctx)
+        return masks, flows[1], flows[2]
+
+    def _tile_size(self) -> int:
+        return 256 if self._cp.backbone == "sam_vitl" else 384  # as CellposeModel._run_net chooses
+
+    def _placed(self, xl: np.ndarray, s: Predict, kw: dict):
+        """A 2D block through the whole item's tiles: ``(masks, flows, cellprob)`` over the block,
+        zero outside the region the tiles make exact; None when this is not a block or cannot be
+        done exactly (Cellpose's ``eval`` on the block then, approximately): 3D items, ``augment``
+        (flipped tiles in a pattern of the whole grid) and a ``diameter`` that resizes the image.
+        """
+        from cellpose import transforms
+
+        from .grid import BlockTiles, masks_in_item, run_tiles
+
+        where = placement()
+        spatial = xl.shape[:-1]
+        if where is None or self.item_ndim(s) != 2 or s.augment or s.diameter not in (None, DIAMETER):
+            return None
+        tiles = BlockTiles.plan(where, spatial, self._tile_size(), s.tile_overlap, self._object_halo(s))
+        if tiles is None:
+            log.warning("block overlap too small for Cellpose's tiles of the whole image; "
+                        "predicting the block on its own (may differ at block borders)")
+            return None
+        x = transforms.convert_image(xl, channel_axis=-1)  # three channels, as eval makes them
+        if kw["normalize"]["normalize"]:
+            x = transforms.normalize_img(x, **kw["normalize"])
+        y = run_tiles(self._cp.net, tiles.inputs(np.moveaxis(x, -1, 0), where.origin), s.batch_size)
+        yf = tiles.average(y)
+        masks = masks_in_item(
+            yf[-3:-1], yf[-1], tuple(a for a, _ in tiles.region), where.shape, niter=s.niter or 200,
+            cellprob_threshold=s.cellprob_threshold, flow_threshold=s.flow_threshold, min_size=s.min_size,
+            max_size_fraction=s.max_size_fraction, device=self._cp.device)
+        inner = tuple(slice(a - o, b - o) for (a, b), o in zip(tiles.region, where.origin))
+        labels, dp, prob = np.zeros(spatial, np.int32), np.zeros((2, *spatial), np.float32), np.zeros(spatial, np.float32)
+        labels[inner], dp[(slice(None), *inner)], prob[inner] = masks, yf[-3:-1], yf[-1]
+        return labels, dp, prob
 
     def _stitched(self, x: np.ndarray, s: Predict, kw: dict, ctx: JobContext):
         """Slice by slice (progress and cancel between slices), then Cellpose's stitching.
