@@ -56,7 +56,7 @@ def test_a_block_gets_the_whole_images_network_outputs(cp, micro):
     # No pixel above the threshold: the flow dynamics of a random network's noise would cost a minute.
     s = cp.Predict(bfloat16=False, device="cpu", return_flows=True, normalization={"mode": "none"},
                    cellprob_threshold=12.0)
-    x = _image()[None]
+    x = np.stack([_image(), _image(seed=5)])                   # two channels
     whole = micro.predict(x, s)
     grid = BlockGrid(SHAPE, (256, 256), (micro.block_needs(s).halo,) * 2)
     assert grid.halo == (64 + 256,) * 2                        # two diameters and one Cellpose tile

@@ -285,7 +285,7 @@ class CellposeModel(CellposeTraining):
             log.warning("block overlap too small for Cellpose's tiles of the whole image; "
                         "predicting the block on its own (may differ at block borders)")
             return None
-        x = transforms.convert_image(xl, channel_axis=-1)  # three channels, as eval makes them
+        x = transforms.convert_image(xl, channel_axis=-1)  # as eval converts it (YXC, at most 3 channels)
         if kw["normalize"]["normalize"]:
             x = transforms.normalize_img(x, **kw["normalize"])
         y = run_tiles(self._cp.net, tiles.inputs(np.moveaxis(x, -1, 0), where.origin), s.batch_size)
