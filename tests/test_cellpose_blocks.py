@@ -147,3 +147,14 @@ def test_tile_starts_are_cellposes(length, overlap):
     _, ysub, _, _, _ = transforms.make_tiles(padded, bsize=256, tile_overlap=overlap)
     starts = sorted({int(y[0]) - pad1 for y in ysub})
     assert tile_starts(length, 256, overlap).tolist() == starts
+
+
+def test_tile_overlaps_cellpose_cannot_run_are_refused(cp, micro):
+    """Below 0.05 Cellpose's run_net and make_tiles count tiles differently (a 480 px image failed)."""
+    import pydantic
+
+    with pytest.raises(pydantic.ValidationError, match="tile_overlap"):
+        cp.Predict(tile_overlap=0.01)
+    x = np.random.default_rng(0).random((1, 480, 480), dtype=np.float32)
+    res = micro.predict(x, cp.Predict(bfloat16=False, device="cpu", tile_overlap=0.05, cellprob_threshold=12.0))
+    assert res["labels"].shape == (480, 480)

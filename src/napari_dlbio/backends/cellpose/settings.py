@@ -73,9 +73,11 @@ class Predict(PredictSettings):
         description="Drop objects larger than this fraction of the image")
     augment: bool = Field(
         False, description="Average over flipped, overlapping tiles (slower)", json_schema_extra=ADV)
+    # At least 0.05: Cellpose's make_tiles raises smaller overlaps to 0.05 but run_net counts tiles
+    # with the value given, so below it some image sizes fail inside Cellpose (a reshape error).
     tile_overlap: float = Field(  # type: ignore[assignment]
-        0.1, ge=0, lt=0.5, json_schema_extra=ADV,
-        description="Overlap of Cellpose's 256-px tiles, as a fraction of a tile")
+        0.1, ge=0.05, lt=0.5, json_schema_extra=ADV,
+        description="Overlap of Cellpose's 256-px tiles, as a fraction of a tile (0.05 or more)")
     tile_size: int | None = Field(
         None, description="Cellpose-SAM always works on 256-px tiles (empty or 256)", json_schema_extra=ADV)
     bfloat16: bool = Field(
