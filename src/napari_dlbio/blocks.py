@@ -97,9 +97,8 @@ class Placement:
 
     @classmethod
     def of(cls, block: Block, shape: Sequence[int]) -> Placement:
-        origin = tuple(o for o, _ in block.outer)
-        core = tuple((c0 - o, c1 - o) for (c0, c1), o in zip(block.core, origin))
-        return cls(origin, tuple(int(s) for s in shape), core)
+        core = tuple((s.start, s.stop) for s in block.core_in_outer())
+        return cls(tuple(o for o, _ in block.outer), tuple(int(s) for s in shape), core)
 
 
 _PLACEMENT: ContextVar[Placement | None] = ContextVar("napari_dlbio_placement", default=None)

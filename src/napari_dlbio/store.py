@@ -32,7 +32,6 @@ FORMAT_VERSION = 1
 META_FILE = _durable.META_FILE
 
 
-
 def package_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
     out = {"python": platform.python_version()}
     for name in ("napari-dlbio", "torch", "numpy", *extra):

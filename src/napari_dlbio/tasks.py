@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from . import blockwise, store
+from . import backends, blockwise, store
 from .axes import ItemPlan, guess_axes
 from .backends import get as get_backend
 from .blockstate import STATE_DIR
@@ -91,7 +91,6 @@ def load_model(name_or_path: str | Path, backend: str | None = None):
     if backend is not None and _store_folder(name_or_path) is None:
         return get_backend(backend).pretrained(str(name_or_path))
     if _foreign_package(name_or_path):
-        from . import backends
         from .bioimageio_import import open_foreign
 
         exporters = [backends.get(n).Model for n in backends.available() if backends.spec(n).bioimageio]

@@ -39,19 +39,15 @@ def tile_starts(length: int, bsize: int, overlap: float) -> np.ndarray:
     return np.linspace(0, padded - min(bsize, padded), n).astype(int) - pad1
 
 
-def exact_span(starts: np.ndarray, bsize: int, length: int, have: tuple[int, int],
-               want: tuple[int, int]) -> tuple[int, int] | None:
-    """``want`` (item coordinates) if every tile over it lies in what was read, else None.
+def tiles_held(starts: np.ndarray, bsize: int, length: int, have: tuple[int, int], want: tuple[int, int]) -> bool:
+    """Whether every tile over ``want`` (item coordinates) lies in ``have``, the input the block holds.
 
-    ``have``: the input the block holds. A tile is usable when its pixels inside the
-    item are all held (its pixels outside the item are Cellpose's zero padding).
+    A tile is usable when its pixels inside the item are all held (its pixels outside
+    the item are Cellpose's zero padding).
     """
     h0, h1 = have
-    for s in starts:
-        over = s < want[1] and s + bsize > want[0]
-        if over and (max(s, 0) < h0 or min(s + bsize, length) > h1):
-            return None
-    return want
+    over = (starts < want[1]) & (starts + bsize > want[0])
+    return bool(np.all((np.maximum(starts[over], 0) >= h0) & (np.minimum(starts[over] + bsize, length) <= h1)))
 
 
 @dataclass(frozen=True)
@@ -72,11 +68,10 @@ class BlockTiles:
         for o, n, length, (c0, c1) in zip(where.origin, spatial, where.shape, where.core):
             starts = tile_starts(length, bsize, overlap)
             want = (o + max(0, c0 - margin), o + min(n, c1 + margin))
-            span = exact_span(starts, bsize, length, (o, o + n), want)
-            if span is None:
+            if not tiles_held(starts, bsize, length, (o, o + n), want):
                 return None
-            region.append(span)
-            used.append(starts[(starts < span[1]) & (starts + bsize > span[0])])
+            region.append(want)
+            used.append(starts[(starts < want[1]) & (starts + bsize > want[0])])
         return cls(tuple(used), tuple(region), bsize)
 
     def canvas(self) -> tuple[tuple[int, int], ...]:

@@ -295,7 +295,9 @@ class CellposeModel(CellposeTraining):
             cellprob_threshold=s.cellprob_threshold, flow_threshold=s.flow_threshold, min_size=s.min_size,
             max_size_fraction=s.max_size_fraction, device=self._cp.device)
         inner = tuple(slice(a - o, b - o) for (a, b), o in zip(tiles.region, where.origin))
-        labels, dp, prob = np.zeros(spatial, np.int32), np.zeros((2, *spatial), np.float32), np.zeros(spatial, np.float32)
+        labels = np.zeros(spatial, np.int32)
+        dp = np.zeros((2, *spatial), np.float32)
+        prob = np.zeros(spatial, np.float32)
         labels[inner], dp[(slice(None), *inner)], prob[inner] = masks, yf[-3:-1], yf[-1]
         return labels, dp, prob
 
